@@ -1,0 +1,271 @@
+"""Typed configuration: YAML + ``key.sub=value`` overrides, validated once at load.
+
+Sections are small pydantic models composed per method (``method: sft`` picks :class:`SFTConfig`).
+Unknown keys are errors that name the file, the line and the nearest valid key; the resolved
+config (every default filled in) is written beside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name_or_path: str = Field(
+        "smollm2-135m-instruct",
+        description="A local Hugging Face model directory, a .gguf file, or a known alias "
+        "(`tunesmith models` lists them).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype when loading; auto = float32 on CPU, bfloat16 on CUDA."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+
+
+class DataSection(Section):
+    train: str | list[str] = Field(..., description="Training file(s): jsonl, json, csv, parquet "
+                                   "or a `datasets` directory saved with save_to_disk.")
+    validation: str | list[str] | None = Field(
+        None, description="Held-out file(s). When absent, `val_fraction` of train is held out "
+        "with a fixed seed."
+    )
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = "auto"
+    split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
+    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
+        "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
+    )
+    max_length: int = Field(512, ge=8, description="Training length in tokens.")
+    train_on: Literal["assistant", "all"] = Field(
+        "assistant", description="Which tokens carry loss: assistant turns only, or all tokens."
+    )
+    truncation: Literal["truncate", "drop"] = Field(
+        "truncate", description="Over-long examples: cut to max_length, or drop with a record."
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
+    )
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    max_val_examples: int | None = Field(None, ge=1)
+    seed: int = 1234
+
+
+class AdapterSection(Section):
+    type: Literal["lora", "full"] = Field(
+        "lora", description="lora = train low-rank adapters (peft); full = train the weights."
+    )
+
+
+class LoraSection(Section):
+    r: int = Field(16, ge=1, description="LoRA rank (Hu et al. 2021).")
+    alpha: float = Field(32.0, gt=0, description="LoRA scale numerator; update = alpha/r * B A.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Preset `attention` (q_proj, v_proj) or `all-linear`, or a list of module "
+        "names.",
+    )
+
+
+class OptimSection(Section):
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Used when warmup_steps = 0.")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+
+
+class TrainSection(Section):
+    output_dir: str = "runs"
+    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; default from epochs.")
+    epochs: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA with bf16 support, fp32 otherwise."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    seed: int = 42
+    trainable_top_layers: int | None = Field(
+        None, ge=1, description="Full fine-tuning only: freeze all but the top N decoder layers "
+        "(and the final norm)."
+    )
+    eval_every: int | None = Field(None, ge=1, description="Steps between evaluations.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a lower val loss."
+    )
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    log_every: int = Field(1, ge=1)
+    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+    stop_after_step: int | None = Field(
+        None, ge=1, description="Exit (as if interrupted) after this step; for crash tests."
+    )
+
+
+class BaseRunConfig(Section):
+    method: str
+    model: ModelSection = ModelSection()
+    data: DataSection
+    train: TrainSection = TrainSection()
+    optim: OptimSection = OptimSection()
+
+
+class SFTConfig(BaseRunConfig):
+    method: Literal["sft"] = "sft"
+    adapter: AdapterSection = AdapterSection()
+    lora: LoraSection = LoraSection()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> SFTConfig:
+        if self.train.trainable_top_layers is not None and self.adapter.type != "full":
+            raise ValueError("train.trainable_top_layers needs adapter.type=full")
+        return self
+
+
+METHODS: dict[str, type[BaseRunConfig]] = {"sft": SFTConfig}
+
+
+class ConfigError(ValueError):
+    """A config problem, naming the file, the line and the field."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (["a", "b"], 3); the value is parsed as YAML so types come out right."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key.sub=value")
+    key, _, raw = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({e})") from None
+    return path, value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map every key path of a YAML mapping document to its 1-based line."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                path = (*prefix, str(k.value))
+                lines[path] = k.start_mark.line + 1
+                walk(v, path)
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _section_class(cls: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic class that owns the last element of ``loc``."""
+    current: type[BaseModel] = cls
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        current = ann
+    return current
+
+
+def _nearest(key: str, options: list[str]) -> list[str]:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return close or [o for o in options if key.startswith(o) or o.startswith(key)][:1]
+
+
+def _describe_error(err: dict[str, Any], cls: type[BaseModel], lines: dict[tuple[str, ...], int],
+                    source: str, overridden: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    dotted = ".".join(loc) or "(top level)"
+    line = lines.get(loc)
+    where = f"{source}:{line}" if line else source
+    if loc in overridden:
+        where = f"override '{overridden[loc]}'"
+    if err["type"] == "extra_forbidden":
+        owner = _section_class(cls, err["loc"])
+        options = list(owner.model_fields) if owner else []
+        close = _nearest(loc[-1], options)
+        hint = f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else ""
+        valid = f" (valid keys here: {', '.join(options)})" if options else ""
+        return f"{where}: unknown key '{dotted}'{hint}{valid}"
+    msg = err["msg"]
+    if "input" in err and err["type"] != "missing":
+        msg += f" (got {err['input']!r})"
+    return f"{where}: field '{dotted}': {msg}"
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> BaseRunConfig:
+    """Read YAML at ``path`` (or start from ``base``), apply overrides, validate once."""
+    source = str(path) if path is not None else "<config>"
+    text = ""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        text = p.read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: invalid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    else:
+        data = dict(base or {})
+    overridden: dict[tuple[str, ...], str] = {}
+    for item in overrides or []:
+        key, value = parse_override(item)
+        apply_override(data, key, value)
+        overridden[tuple(key)] = item
+    method = data.get("method", "sft")
+    if method not in METHODS:
+        close = _nearest(str(method), list(METHODS))
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{source}: field 'method': unknown method '{method}'{hint} "
+                          f"(known: {', '.join(METHODS)})")
+    cls = METHODS[method]
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        lines = _yaml_lines(text) if text else {}
+        msgs = [_describe_error(dict(err), cls, lines, source, overridden) for err in e.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(msgs)) from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (every default filled in)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,41 @@
+"""Optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import get_scheduler
+
+from tunesmith.config import OptimSection
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019) over trainable parameters.
+
+    Weight decay applies to matrices only; biases and norm scales (1-D tensors) are not decayed.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        foreach=True,
+    )
+
+
+def warmup_steps(cfg: OptimSection, total_steps: int) -> int:
+    return cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, total_steps: int) -> Any:
+    """Linear warmup, then cosine or linear decay to zero (or constant)."""
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+    return get_scheduler(name[cfg.schedule], optimizer,
+                         num_warmup_steps=warmup_steps(cfg, total_steps),
+                         num_training_steps=total_steps)

@@ -1,0 +1,42 @@
+"""Held-out loss and perplexity.
+
+    loss = (1 / N) * sum over trained tokens of -log p(token | prefix),    ppl = exp(loss)
+
+where N counts every trained token of the split (a token-weighted mean, not a mean of per-example
+means).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from tunesmith.data.dataset import collate
+from tunesmith.data.templates import Encoded
+from tunesmith.engine.precision import autocast
+from tunesmith.losses.sft import token_cross_entropy
+
+
+@torch.no_grad()
+def evaluate_loss(model: Any, encoded: list[Encoded], pad_id: int, device: torch.device,
+                  precision: str = "fp32", batch_size: int = 8) -> dict[str, float]:
+    """Token-weighted mean loss and perplexity of ``model`` over ``encoded`` examples."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    # Sorting by length keeps padding small; the result does not depend on the order.
+    ordered = sorted(encoded, key=lambda e: len(e.input_ids))
+    for start in range(0, len(ordered), batch_size):
+        batch = collate(ordered[start:start + batch_size], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(precision, device):
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
+        loss_sum, n = token_cross_entropy(logits, batch["labels"])
+        total += loss_sum.item()
+        count += int(n)
+    model.train(was_training)
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(count)}

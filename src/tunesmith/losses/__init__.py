@@ -1,0 +1,1 @@
+"""Losses: pure functions ``(tensors, hyperparameters) -> (loss, metrics)``."""

@@ -1,0 +1,262 @@
+"""Supervised fine-tuning: full, LoRA, or top-N layers, with exact resume.
+
+The algorithm, top to bottom:
+  1. set up: resolve the base model, tokenize the data (assistant-only labels), attach adapters;
+  2. loop: for each optimizer step take ``grad_accum`` micro-batches, sum their token losses,
+     divide by the step's trained-token count, backprop, clip, AdamW step, schedule step;
+  3. every ``eval_every`` steps: held-out loss, best checkpoint, early stopping;
+  4. every ``save_every`` steps: an atomic checkpoint (weights, optimizer, scheduler, RNG, step);
+  5. save ``final/`` (loads with plain transformers or peft) with the chat template used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from tunesmith.adapters import attach_lora, freeze_all_but_top, parameter_counts
+from tunesmith.config import SFTConfig
+from tunesmith.data.dataset import (
+    PreparedData,
+    collate,
+    prepare_data,
+    step_batches,
+    write_jsonl,
+)
+from tunesmith.data.templates import template_string
+from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.metrics import MetricsLog, read_metrics
+from tunesmith.engine.optim import build_optimizer, build_scheduler
+from tunesmith.engine.precision import autocast, resolve_precision
+from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.eval.perplexity import evaluate_loss
+from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
+from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
+
+CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process after this step
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must restore besides weights and RNG."""
+
+    step: int = 0
+    tokens: int = 0
+    best_val_loss: float = math.inf
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_dir: Path
+    steps: int
+    last_train_loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    stopped_early: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    cfg: SFTConfig
+    run_dir: Path
+    device: torch.device
+    precision: str
+    model: Any
+    tokenizer: Any
+    data: PreparedData
+    total_steps: int
+
+
+# ----------------------------------------------------------------------------- set up
+
+
+def _build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
+    torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
+    model = load_causal_lm(model_path, dtype=load_dtype(cfg.model.dtype, device), device=device,
+                           attn_implementation=cfg.model.attn_implementation)
+    if cfg.adapter.type == "lora":
+        model = attach_lora(model, cfg.lora)
+    elif cfg.train.trainable_top_layers is not None:
+        freeze_all_but_top(model, cfg.train.trainable_top_layers)
+    model.train()
+    return model
+
+
+def _total_steps(cfg: SFTConfig, n_train: int) -> int:
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
+    return max(1, math.ceil(cfg.train.epochs * n_train / per_step))
+
+
+def setup(cfg: SFTConfig) -> Setup:
+    device = pick_device(cfg.train.device)
+    run_dir = new_run_dir(cfg)
+    model_path = resolve_model(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_data(cfg.data, tokenizer)
+    write_jsonl(run_dir / "rejects.jsonl", data.rejects)
+    write_jsonl(run_dir / "data" / "val.jsonl", [e.to_json() for e in data.val.examples])
+    model = _build_model(cfg, model_path, device)
+    trainable, total = parameter_counts(model)
+    files = [*_paths(cfg.data.train), *_paths(cfg.data.validation)]
+    write_run_files(run_dir, cfg, files, {"base_model": str(model_path), "data": data.stats,
+                                          "trainable_params": trainable, "total_params": total})
+    print(f"[tunesmith] run dir {run_dir}\n[tunesmith] trainable params {trainable:,} / {total:,}"
+          f" ({100 * trainable / total:.3f}%); data {data.stats}", flush=True)
+    return Setup(cfg=cfg, run_dir=run_dir, device=device,
+                 precision=resolve_precision(cfg.train.precision, device), model=model,
+                 tokenizer=tokenizer, data=data, total_steps=_total_steps(cfg, len(data.train.encoded)))
+
+
+def _paths(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def train_step(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any,
+               micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One optimizer step over ``grad_accum`` micro-batches.
+
+    Each micro-batch's summed loss is divided by the trained-token count N of the whole step, so
+    the gradient is that of the token-mean loss over the step, however it is split.
+    """
+    n_step = sum(int((mb["labels"][:, 1:] != IGNORE_INDEX).sum()) for mb in micro_batches)
+    total = 0.0
+    for mb in micro_batches:
+        mb = {k: v.to(s.device) for k, v in mb.items()}
+        with autocast(s.precision, s.device):
+            logits = s.model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits
+        loss_sum, _ = token_cross_entropy(logits, mb["labels"])
+        (loss_sum / max(n_step, 1)).backward()
+        total += loss_sum.item()
+    params = [p for p in s.model.parameters() if p.requires_grad]
+    max_norm = s.cfg.optim.max_grad_norm or math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": total / max(n_step, 1), "grad_norm": grad_norm, "lr": lr,
+            "trained_tokens": float(n_step)}
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+def _restore(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
+    found = ckpt.list_checkpoints(s.run_dir)
+    if not found:
+        print(f"[tunesmith] no checkpoint in {s.run_dir}; starting from step 0", flush=True)
+        return TrainState()
+    step, path = found[-1]
+    ckpt.load_trainable(s.model, path)
+    saved = ckpt.load_state(path)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    ckpt.set_rng_state(saved["rng"])
+    state = TrainState(**saved["train"])
+    metrics_path = s.run_dir / "metrics.jsonl"
+    if metrics_path.is_file():  # drop lines written after the checkpoint by the crashed run
+        kept = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= step]
+        write_jsonl(metrics_path, kept)
+    print(f"[tunesmith] resumed from {path} (step {step})", flush=True)
+    return state
+
+
+def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
+    """Held-out loss; keeps the best weights; returns True when early stopping triggers."""
+    if not s.data.val.encoded:
+        return False
+    result = evaluate_loss(s.model, s.data.val.encoded, s.tokenizer.pad_token_id, s.device,
+                           s.precision, batch_size=s.cfg.train.micro_batch_size)
+    log.write({"step": state.step, "split": "val", "val_loss": result["loss"],
+               "val_perplexity": result["perplexity"]})
+    if result["loss"] < state.best_val_loss:
+        state.best_val_loss, state.best_step = result["loss"], state.step
+        state.evals_without_improvement = 0
+        _save_export(s, s.run_dir / "best")
+    else:
+        state.evals_without_improvement += 1
+    patience = s.cfg.train.early_stopping_patience
+    return patience is not None and state.evals_without_improvement >= patience
+
+
+def _save_export(s: Setup, out: Path) -> None:
+    """A directory that loads with plain transformers / peft, tokenizer and template included."""
+    s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
+    tmp = ckpt.atomic_dir(out)
+    try:
+        ckpt.export_model(s.model, tmp, s.tokenizer)
+        (tmp / "tunesmith_config.yaml").write_text((s.run_dir / "config.yaml").read_text())
+        ckpt.commit_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _due(step: int, every: int | None, last: int) -> bool:
+    return every is not None and (step % every == 0 or step == last)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run(cfg: SFTConfig) -> RunResult:
+    s = setup(cfg)
+    optimizer = build_optimizer(s.model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
+    state = _restore(s, optimizer, scheduler) if cfg.train.resume else TrainState()
+    encoded, pad_id = s.data.train.encoded, s.tokenizer.pad_token_id
+    batches = step_batches(len(encoded), cfg.train.seed, cfg.train.micro_batch_size,
+                           cfg.train.grad_accum, start_step=state.step)
+    crash_after = int(os.environ.get(CRASH_ENV, "0"))
+    log = MetricsLog(s.run_dir / "metrics.jsonl")
+    bar = tqdm(total=s.total_steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
+    stopped_early, last_loss, t0 = False, None, time.perf_counter()
+    while state.step < s.total_steps and not stopped_early:
+        micro = [collate([encoded[i] for i in mb], pad_id) for mb in next(batches)]
+        m = train_step(s, optimizer, scheduler, micro)
+        state.step += 1
+        state.tokens += int(m["trained_tokens"])
+        last_loss = m["loss"]
+        rate = m["trained_tokens"] / max(time.perf_counter() - t0, 1e-9)
+        t0 = time.perf_counter()
+        if state.step % cfg.train.log_every == 0 or state.step == s.total_steps:
+            log.write({"step": state.step, "split": "train", **m, "tokens_per_s": rate})
+        bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{rate:.0f}")
+        bar.update(1)
+        if _due(state.step, cfg.train.eval_every, s.total_steps):
+            stopped_early = _evaluate(s, state, log)
+        if _due(state.step, cfg.train.save_every, s.total_steps):
+            ckpt.save_checkpoint(s.run_dir, state.step, s.model, optimizer, scheduler,
+                                 asdict(state), cfg.train.keep_last)
+        if crash_after and state.step == crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    final = s.run_dir / "final"
+    _save_export(s, final)
+    val = evaluate_loss(s.model, s.data.val.encoded, pad_id, s.device, s.precision,
+                        cfg.train.micro_batch_size)["loss"] if s.data.val.encoded else None
+    log.write({"step": state.step, "split": "final", "val_loss": val})
+    log.close()
+    return RunResult(run_dir=s.run_dir, final_dir=final, steps=state.step,
+                     last_train_loss=last_loss, val_loss=val,
+                     best_val_loss=state.best_val_loss if state.best_step else None,
+                     stopped_early=stopped_early, stats=s.data.stats)

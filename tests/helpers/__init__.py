@@ -1,0 +1,1 @@
+"""Shared, offline test helpers (importable from any test directory)."""

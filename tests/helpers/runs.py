@@ -1,0 +1,53 @@
+"""Helpers for tests that train through the real CLI on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.cli import main
+
+
+def write_chat_data(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """A small learnable chat task: add two numbers, reply in a fixed sentence."""
+    rng = random.Random(seed)
+    with path.open("w") as fh:
+        for _ in range(n):
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+            row = {"messages": [{"role": "user", "content": f"{a} plus {b}?"},
+                                {"role": "assistant", "content": f"It is {a + b}."}]}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_config(tmp_path: Path, model_dir: Path, data: Path, **sections: dict[str, Any]) -> Path:
+    cfg: dict[str, Any] = {
+        "model": {"name_or_path": str(model_dir)},
+        "data": {"train": str(data), "max_length": 96, "val_fraction": 0.125},
+        "train": {"output_dir": str(tmp_path / "runs"), "run_name": "run", "max_steps": 4,
+                  "micro_batch_size": 4, "seed": 3},
+        "optim": {"lr": 5e-3},
+        "lora": {"dropout": 0.0},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    path = tmp_path / "cfg.yaml"
+    path.write_text("# tunesmith train cfg.yaml\n" + yaml.safe_dump(cfg))
+    return path
+
+
+def train(config: Path, *overrides: str) -> Path:
+    assert main(["train", str(config), *overrides]) == 0
+    run = yaml.safe_load(config.read_text())["train"]
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.run_name=")),
+                run["run_name"])
+    return Path(run["output_dir"]) / name
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r.get("split") == "train"]
