@@ -29,8 +29,13 @@ def attach_lora(model: Any, cfg: LoraSection) -> Any:
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                        target_modules=lora_targets(cfg.target_modules), task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=lora_targets(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 

@@ -17,9 +17,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tunesmith.data.records import DataError
-    from tunesmith.models import ModelError
-
     from tunesmith.data.templates import ChatTemplateError
+    from tunesmith.models import ModelError
 
     return (*USER_ERRORS, DataError, ModelError, ChatTemplateError)
 
@@ -34,10 +33,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     runners: dict[str, Callable[[Any], Any]] = {"sft": sft.run}
     result = runners[cfg.method](cfg)
-    print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final_dir),
-                      "steps": result.steps, "train_loss": result.last_train_loss,
-                      "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
-                      "stopped_early": result.stopped_early}, indent=2))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(result.run_dir),
+                "final": str(result.final_dir),
+                "steps": result.steps,
+                "train_loss": result.last_train_loss,
+                "val_loss": result.val_loss,
+                "best_val_loss": result.best_val_loss,
+                "stopped_early": result.stopped_early,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -93,8 +102,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _sampling(args: argparse.Namespace) -> Any:
     from tunesmith.generation import SamplingParams
 
-    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    return SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
 
 
 def _conversation(system: str | None, turns: list[tuple[str, str]]) -> list[Any]:
@@ -110,12 +124,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tunesmith.generation import chat_replies
     from tunesmith.models import load_for_inference
 
-    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter,
-                                    device=args.device)
+    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     convs = [_conversation(args.system, [("user", p)]) for p in prompts]
-    for prompt, reply in zip(prompts, chat_replies(model, tok, convs, _sampling(args)),
-                             strict=True):
+    for prompt, reply in zip(
+        prompts, chat_replies(model, tok, convs, _sampling(args)), strict=True
+    ):
         print(json.dumps({"prompt": prompt, "reply": reply}, ensure_ascii=False))
     return 0
 
@@ -124,8 +138,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from tunesmith.generation import chat_replies
     from tunesmith.models import load_for_inference
 
-    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter,
-                                    device=args.device)
+    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
     turns: list[tuple[str, str]] = []
     print("chat: type a message, an empty line or Ctrl-D to quit", file=sys.stderr)
     for line in sys.stdin:
@@ -146,7 +159,9 @@ def _eval_data(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         import yaml
 
         settings = yaml.safe_load(run_cfg.read_text())["data"]
-    data = args.data or (str(Path(args.model) / "data" / "val.jsonl") if run_cfg.is_file() else None)
+    data = args.data or (
+        str(Path(args.model) / "data" / "val.jsonl") if run_cfg.is_file() else None
+    )
     if data is None:
         raise ConfigError("eval: give --data FILE (a model dir has no held-out split of its own)")
     for key in ("template", "max_length", "format"):
@@ -164,13 +179,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data, settings = _eval_data(args)
     keep = {k: v for k, v in settings.items() if k in DataSection.model_fields}
     cfg = DataSection(**{**keep, "train": data, "validation": None, "val_fraction": 0.0})
-    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter,
-                                    device=args.device)
+    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
     prepared = prepare_data(cfg, tok)
-    result = evaluate_loss(model, prepared.train.encoded, tok.pad_token_id,
-                           pick_device(args.device), batch_size=args.batch_size)
-    out = {"model": args.model, "adapter": not args.no_adapter, "data": data,
-           "examples": len(prepared.train.encoded), "rejected": len(prepared.rejects), **result}
+    result = evaluate_loss(
+        model,
+        prepared.train.encoded,
+        tok.pad_token_id,
+        pick_device(args.device),
+        batch_size=args.batch_size,
+    )
+    out = {
+        "model": args.model,
+        "adapter": not args.no_adapter,
+        "data": data,
+        "examples": len(prepared.train.encoded),
+        "rejected": len(prepared.rejects),
+        **result,
+    }
     print(json.dumps(out, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(out, indent=2))

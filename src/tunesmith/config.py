@@ -34,11 +34,15 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    train: str | list[str] = Field(..., description="Training file(s): jsonl, json, csv, parquet "
-                                   "or a `datasets` directory saved with save_to_disk.")
+    train: str | list[str] = Field(
+        ...,
+        description="Training file(s): jsonl, json, csv, parquet "
+        "or a `datasets` directory saved with save_to_disk.",
+    )
     validation: str | list[str] | None = Field(
-        None, description="Held-out file(s). When absent, `val_fraction` of train is held out "
-        "with a fixed seed."
+        None,
+        description="Held-out file(s). When absent, `val_fraction` of train is held out "
+        "with a fixed seed.",
     )
     format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = "auto"
     split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
@@ -101,8 +105,10 @@ class TrainSection(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     seed: int = 42
     trainable_top_layers: int | None = Field(
-        None, ge=1, description="Full fine-tuning only: freeze all but the top N decoder layers "
-        "(and the final norm)."
+        None,
+        ge=1,
+        description="Full fine-tuning only: freeze all but the top N decoder layers "
+        "(and the final norm).",
     )
     eval_every: int | None = Field(None, ge=1, description="Steps between evaluations.")
     early_stopping_patience: int | None = Field(
@@ -207,8 +213,13 @@ def _nearest(key: str, options: list[str]) -> list[str]:
     return close or [o for o in options if key.startswith(o) or o.startswith(key)][:1]
 
 
-def _describe_error(err: dict[str, Any], cls: type[BaseModel], lines: dict[tuple[str, ...], int],
-                    source: str, overridden: dict[tuple[str, ...], str]) -> str:
+def _describe_error(
+    err: dict[str, Any],
+    cls: type[BaseModel],
+    lines: dict[tuple[str, ...], int],
+    source: str,
+    overridden: dict[tuple[str, ...], str],
+) -> str:
     loc = tuple(str(p) for p in err["loc"])
     dotted = ".".join(loc) or "(top level)"
     line = lines.get(loc)
@@ -228,8 +239,9 @@ def _describe_error(err: dict[str, Any], cls: type[BaseModel], lines: dict[tuple
     return f"{where}: field '{dotted}': {msg}"
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> BaseRunConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> BaseRunConfig:
     """Read YAML at ``path`` (or start from ``base``), apply overrides, validate once."""
     source = str(path) if path is not None else "<config>"
     text = ""
@@ -255,8 +267,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None,
     if method not in METHODS:
         close = _nearest(str(method), list(METHODS))
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{source}: field 'method': unknown method '{method}'{hint} "
-                          f"(known: {', '.join(METHODS)})")
+        raise ConfigError(
+            f"{source}: field 'method': unknown method '{method}'{hint} "
+            f"(known: {', '.join(METHODS)})"
+        )
     cls = METHODS[method]
     try:
         return cls.model_validate(data)

@@ -40,38 +40,51 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.T
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, p in enumerate(prompts):
         if p:
-            ids[row, width - len(p):] = torch.tensor(list(p))
-            mask[row, width - len(p):] = 1
+            ids[row, width - len(p) :] = torch.tensor(list(p))
+            mask[row, width - len(p) :] = 1
     return {"input_ids": ids, "attention_mask": mask}
 
 
 @torch.no_grad()
-def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
-                 params: SamplingParams = SamplingParams(), batch_size: int = 16) -> list[str]:
+def generate_ids(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams = SamplingParams(),
+    batch_size: int = 16,
+) -> list[str]:
     """Continue each tokenized prompt; returns only the new text, special tokens removed."""
     device = next(model.parameters()).device
     outputs: list[str] = []
     if params.seed is not None:
         torch.manual_seed(params.seed)
     for start in range(0, len(prompts), batch_size):
-        enc = left_pad(prompts[start:start + batch_size], tokenizer.pad_token_id)
+        enc = left_pad(prompts[start : start + batch_size], tokenizer.pad_token_id)
         enc = {k: v.to(device) for k, v in enc.items()}
         sample = params.temperature > 0
         out = model.generate(
-            **enc, max_new_tokens=params.max_new_tokens, do_sample=sample,
+            **enc,
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sample,
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None,
             top_k=params.top_k if sample else None,
-            eos_token_id=_eos_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=_eos_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
         )
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, enc["input_ids"].shape[1] :]
         outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     return [o.strip() for o in outputs]
 
 
-def chat_replies(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Message]],
-                 params: SamplingParams = SamplingParams(), template: str = "tokenizer",
-                 batch_size: int = 16) -> list[str]:
+def chat_replies(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[Message]],
+    params: SamplingParams = SamplingParams(),
+    template: str = "tokenizer",
+    batch_size: int = 16,
+) -> list[str]:
     """The assistant's next reply to each conversation, rendered with ``template``."""
     prompts = [encode_prompt(list(c), tokenizer, template) for c in conversations]
     return generate_ids(model, tokenizer, prompts, params, batch_size)

@@ -114,8 +114,10 @@ def resolve_model(name_or_path: str) -> Path:
             out = cache_dir() / "models" / _gguf_cache_key(path)
         else:
             known = ", ".join(ALIASES)
-            raise ModelError(f"model '{name_or_path}' not found: give a model directory, a .gguf "
-                             f"file or an alias ({known})")
+            raise ModelError(
+                f"model '{name_or_path}' not found: give a model directory, a .gguf "
+                f"file or an alias ({known})"
+            )
     if not (out / "config.json").is_file():
         print(f"[tunesmith] converting {gguf.name} to safetensors in {out} (once)", flush=True)
         convert_gguf(gguf, out)
@@ -143,8 +145,9 @@ def load_tokenizer(path: Path | str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_causal_lm(path: Path | str, *, dtype: torch.dtype, device: torch.device,
-                   attn_implementation: str = "sdpa") -> Any:
+def load_causal_lm(
+    path: Path | str, *, dtype: torch.dtype, device: torch.device, attn_implementation: str = "sdpa"
+) -> Any:
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, attn_implementation=attn_implementation
     )
@@ -182,8 +185,9 @@ def find_weights_dir(target: str) -> Path | None:
     raise ModelError(f"{path}: neither a run directory (no final/) nor a model or adapter dir")
 
 
-def load_for_inference(target: str, *, use_adapter: bool = True, device: str = "auto",
-                       dtype: str = "auto") -> tuple[Any, PreTrainedTokenizerBase]:
+def load_for_inference(
+    target: str, *, use_adapter: bool = True, device: str = "auto", dtype: str = "auto"
+) -> tuple[Any, PreTrainedTokenizerBase]:
     """Load a base model, a model dir, or a run dir (with or without its adapter) for inference.
 
     The tokenizer comes from the run's export when there is one, so generation uses the chat

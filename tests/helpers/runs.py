@@ -18,18 +18,29 @@ def write_chat_data(path: Path, n: int = 48, seed: int = 0) -> Path:
     with path.open("w") as fh:
         for _ in range(n):
             a, b = rng.randint(1, 9), rng.randint(1, 9)
-            row = {"messages": [{"role": "user", "content": f"{a} plus {b}?"},
-                                {"role": "assistant", "content": f"It is {a + b}."}]}
+            row = {
+                "messages": [
+                    {"role": "user", "content": f"{a} plus {b}?"},
+                    {"role": "assistant", "content": f"It is {a + b}."},
+                ]
+            }
             fh.write(json.dumps(row) + "\n")
     return path
 
 
-def write_config(tmp_path: Path, model_dir: Path, data: Path, **sections: dict[str, Any]) -> Path:
+def write_config(
+    tmp_path: Path, model_dir: Path, data_file: Path, **sections: dict[str, Any]
+) -> Path:
     cfg: dict[str, Any] = {
         "model": {"name_or_path": str(model_dir)},
-        "data": {"train": str(data), "max_length": 96, "val_fraction": 0.125},
-        "train": {"output_dir": str(tmp_path / "runs"), "run_name": "run", "max_steps": 4,
-                  "micro_batch_size": 4, "seed": 3},
+        "data": {"train": str(data_file), "max_length": 96, "val_fraction": 0.125},
+        "train": {
+            "output_dir": str(tmp_path / "runs"),
+            "run_name": "run",
+            "max_steps": 4,
+            "micro_batch_size": 4,
+            "seed": 3,
+        },
         "optim": {"lr": 5e-3},
         "lora": {"dropout": 0.0},
     }
@@ -43,8 +54,9 @@ def write_config(tmp_path: Path, model_dir: Path, data: Path, **sections: dict[s
 def train(config: Path, *overrides: str) -> Path:
     assert main(["train", str(config), *overrides]) == 0
     run = yaml.safe_load(config.read_text())["train"]
-    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.run_name=")),
-                run["run_name"])
+    name = next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("train.run_name=")), run["run_name"]
+    )
     return Path(run["output_dir"]) / name
 
 

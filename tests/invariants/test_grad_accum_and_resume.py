@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("adapter", ["lora", "full"])
 def test_micro4_acc1_equals_micro1_acc4(tmp_path: Path, tiny_llama: Path, adapter: str) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=40)
-    cfg = write_config(tmp_path, tiny_llama, data, adapter={"type": adapter},
-                       train={"max_steps": 3}, optim={"lr": 1e-2 if adapter == "lora" else 1e-3})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        data,
+        adapter={"type": adapter},
+        train={"max_steps": 3},
+        optim={"lr": 1e-2 if adapter == "lora" else 1e-3},
+    )
     a = train(cfg, "train.micro_batch_size=4", "train.grad_accum=1", "train.run_name=a")
     b = train(cfg, "train.micro_batch_size=1", "train.grad_accum=4", "train.run_name=b")
     for la, lb in zip(step_losses(a), step_losses(b), strict=True):
@@ -38,18 +44,30 @@ def test_micro4_acc1_equals_micro1_acc4(tmp_path: Path, tiny_llama: Path, adapte
 
 def _cli(config: Path, *args: str, env: dict[str, str] | None = None) -> int:
     cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config), *args]
-    return subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=600).returncode
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    ).returncode
 
 
 @pytest.mark.parametrize("adapter", ["lora", "full"])
-def test_killed_run_resumes_on_the_same_trajectory(tmp_path: Path, tiny_llama: Path,
-                                                   adapter: str) -> None:
+def test_killed_run_resumes_on_the_same_trajectory(
+    tmp_path: Path, tiny_llama: Path, adapter: str
+) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=24)  # several epochs: reshuffles are covered
-    cfg = write_config(tmp_path, tiny_llama, data, adapter={"type": adapter},
-                       lora={"dropout": 0.1},  # dropout makes the RNG state part of the test
-                       train={"max_steps": 10, "save_every": 4, "eval_every": 5},
-                       optim={"lr": 1e-2 if adapter == "lora" else 1e-3, "warmup_steps": 2})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        data,
+        adapter={"type": adapter},
+        lora={"dropout": 0.1},  # dropout makes the RNG state part of the test
+        train={"max_steps": 10, "save_every": 4, "eval_every": 5},
+        optim={"lr": 1e-2 if adapter == "lora" else 1e-3, "warmup_steps": 2},
+    )
     assert _cli(cfg, "train.run_name=whole") == 0
     # SIGKILL right after step 6: the last checkpoint is step 4, so steps 5-6 are redone.
     rc = _cli(cfg, "train.run_name=crashed", env={CRASH_ENV: "6"})

@@ -20,15 +20,28 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
-def test_lora_run_layout_loss_and_frozen_base(tmp_path: Path, tiny_models: Path, arch: str,
-                                              request: pytest.FixtureRequest) -> None:
+def test_lora_run_layout_loss_and_frozen_base(
+    tmp_path: Path, tiny_models: Path, arch: str, request: pytest.FixtureRequest
+) -> None:
     model_dir = request.getfixturevalue("tiny_llama" if arch == "llama" else "tiny_gemma")
-    cfg = write_config(tmp_path, model_dir, write_chat_data(tmp_path / "d.jsonl"),
-                       train={"max_steps": 12, "eval_every": 6, "save_every": 4, "keep_last": 2})
+    cfg = write_config(
+        tmp_path,
+        model_dir,
+        write_chat_data(tmp_path / "d.jsonl"),
+        train={"max_steps": 12, "eval_every": 6, "save_every": 4, "keep_last": 2},
+    )
     run = train(cfg)
-    for name in ("config.yaml", "env.json", "metrics.jsonl", "rejects.jsonl", "data/val.jsonl",
-                 "final/adapter_model.safetensors", "final/adapter_config.json",
-                 "final/tokenizer_config.json", "best/adapter_model.safetensors"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "metrics.jsonl",
+        "rejects.jsonl",
+        "data/val.jsonl",
+        "final/adapter_model.safetensors",
+        "final/adapter_config.json",
+        "final/tokenizer_config.json",
+        "best/adapter_model.safetensors",
+    ):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-12", "step-8"]
     assert (run / "checkpoints/step-8/state.pt").is_file()
@@ -54,8 +67,13 @@ def test_lora_run_layout_loss_and_frozen_base(tmp_path: Path, tiny_models: Path,
 
 
 def test_full_finetune_loads_with_transformers(tmp_path: Path, tiny_llama: Path) -> None:
-    cfg = write_config(tmp_path, tiny_llama, write_chat_data(tmp_path / "d.jsonl"),
-                       adapter={"type": "full"}, optim={"lr": 1e-3})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        write_chat_data(tmp_path / "d.jsonl"),
+        adapter={"type": "full"},
+        optim={"lr": 1e-3},
+    )
     run = train(cfg)
     model = AutoModelForCausalLM.from_pretrained(str(run / "final"))
     trained = model.state_dict()
@@ -65,8 +83,13 @@ def test_full_finetune_loads_with_transformers(tmp_path: Path, tiny_llama: Path)
 
 
 def test_top_layers_only(tmp_path: Path, tiny_llama: Path) -> None:
-    cfg = write_config(tmp_path, tiny_llama, write_chat_data(tmp_path / "d.jsonl"),
-                       adapter={"type": "full"}, train={"trainable_top_layers": 1})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        write_chat_data(tmp_path / "d.jsonl"),
+        adapter={"type": "full"},
+        train={"trainable_top_layers": 1},
+    )
     run = train(cfg)
     trained = AutoModelForCausalLM.from_pretrained(str(run / "final")).state_dict()
     for key, value in _weights(tiny_llama).items():
@@ -74,8 +97,9 @@ def test_top_layers_only(tmp_path: Path, tiny_llama: Path) -> None:
         assert torch.equal(value, trained[key]) != should_train, key
 
 
-def test_bad_data_line_is_named_and_skip_records_it(tmp_path: Path, tiny_llama: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_data_line_is_named_and_skip_records_it(
+    tmp_path: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=16)
     lines = data.read_text().splitlines()
     lines[4] = '{"messages": [{"role": "user", "content": 3}]}'
@@ -92,8 +116,9 @@ def test_bad_data_line_is_named_and_skip_records_it(tmp_path: Path, tiny_llama: 
     assert stats["train_examples"] + stats["val_examples"] + len(rejects) == 16
 
 
-def test_validate_ls_and_generate(tmp_path: Path, tiny_llama: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_ls_and_generate(
+    tmp_path: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write_config(tmp_path, tiny_llama, write_chat_data(tmp_path / "d.jsonl"))
     assert main(["validate", str(cfg)]) == 0
     assert main(["validate", str(cfg), "lora.rnk=2"]) == 2
@@ -102,8 +127,10 @@ def test_validate_ls_and_generate(tmp_path: Path, tiny_llama: Path,
     assert "smollm2" in capsys.readouterr().out
     run = train(cfg)
     for extra in ([], ["--no-adapter"], ["--temperature", "0.8", "--seed", "1"]):
-        assert main(["generate", str(run), "--prompt", "1 plus 2?", "--max-new-tokens", "5",
-                     *extra]) == 0
+        assert (
+            main(["generate", str(run), "--prompt", "1 plus 2?", "--max-new-tokens", "5", *extra])
+            == 0
+        )
         out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert out["prompt"] == "1 plus 2?" and isinstance(out["reply"], str)
     assert main(["eval", str(run)]) == 0
@@ -112,3 +139,29 @@ def test_validate_ls_and_generate(tmp_path: Path, tiny_llama: Path,
     base = json.loads(capsys.readouterr().out)
     assert tuned["examples"] == base["examples"] == 6
     assert tuned["loss"] < base["loss"]  # the held-out split got easier with the adapter
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path: Path, tiny_llama: Path) -> None:
+    # A learning rate too small to move the loss: no evaluation after the first improves on it.
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        write_chat_data(tmp_path / "d.jsonl"),
+        train={"max_steps": 20, "eval_every": 2, "early_stopping_patience": 2},
+        optim={"lr": 1e-12, "schedule": "constant"},
+    )
+    run = train(cfg)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "val"] == [2, 4, 6]
+    assert len(step_losses(run)) == 6 and (run / "best" / "adapter_config.json").is_file()
+
+
+def test_models_lists_aliases_and_converts_a_dir(
+    tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models"]) == 0
+    assert "smollm2-135m-instruct" in capsys.readouterr().out
+    assert main(["models", "--convert", str(tiny_llama)]) == 0
+    assert json.loads(capsys.readouterr().out)["model_type"] == "llama"
+    assert main(["models", "--convert", "no-such-model"]) == 2
+    assert "not found" in capsys.readouterr().err

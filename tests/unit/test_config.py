@@ -17,8 +17,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_and_overrides_are_typed(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, BASE), ["lora.r=8", "optim.lr=1e-3", "train.resume=true",
-                                              "lora.target_modules=[q_proj, k_proj]"])
+    cfg = load_config(
+        write(tmp_path, BASE),
+        ["lora.r=8", "optim.lr=1e-3", "train.resume=true", "lora.target_modules=[q_proj, k_proj]"],
+    )
     assert isinstance(cfg, SFTConfig)
     assert cfg.lora.r == 8 and cfg.optim.lr == 1e-3 and cfg.train.resume is True
     assert cfg.lora.target_modules == ["q_proj", "k_proj"]
@@ -53,7 +55,7 @@ def test_wrong_type_names_field_and_line(tmp_path: Path) -> None:
 
 
 def test_bad_literal_and_missing_required(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="data.train_on"):
+    with pytest.raises(ConfigError, match=r"data\.train_on"):
         load_config(write(tmp_path, BASE + "  train_on: everything\n"))
     with pytest.raises(ConfigError, match="field 'data': Field required"):
         load_config(write(tmp_path, "train:\n  max_steps: 3\n"))
@@ -69,12 +71,12 @@ def test_unknown_method_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_malformed_override(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="expected key.sub=value"):
+    with pytest.raises(ConfigError, match=r"expected key\.sub=value"):
         load_config(write(tmp_path, BASE), ["lora.r"])
 
 
 def test_top_layers_needs_full(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="trainable_top_layers needs adapter.type=full"):
+    with pytest.raises(ConfigError, match=r"trainable_top_layers needs adapter\.type=full"):
         load_config(write(tmp_path, BASE), ["train.trainable_top_layers=1"])
 
 

@@ -23,8 +23,11 @@ def test_ignored_tokens_do_not_count_and_chunks_agree() -> None:
     labels = torch.randint(0, 11, (3, 7))
     labels[0, :4] = IGNORE_INDEX
     ref = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="sum")
+        logits[:, :-1].reshape(-1, 11),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
     for chunk in (1, 4, 1024):
         loss, n = token_cross_entropy(logits, labels, chunk_size=chunk)
         assert torch.allclose(loss, ref, atol=1e-5)

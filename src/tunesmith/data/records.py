@@ -63,8 +63,8 @@ class DataError(ValueError):
         self.field_name = field_name
         self.reason = message
         where = source if line is None else f"{source}:{line}"
-        what = f" field '{field_name}'" if field_name else ""
-        super().__init__(f"{where}:{what} {message}".replace(": ", ": ", 1))
+        what = f" field '{field_name}':" if field_name else ""
+        super().__init__(f"{where}:{what} {message}")
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -71,14 +71,28 @@ def commit_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, train_state: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    train_state: dict[str, Any],
+    keep_last: int,
+) -> Path:
     final = run_dir / "checkpoints" / f"step-{step}"
     tmp = atomic_dir(final)
     try:
         export_model(model, tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(), "train": train_state}, tmp / "state.pt")
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "train": train_state,
+            },
+            tmp / "state.pt",
+        )
         shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
         commit_dir(tmp, final)
     finally:
@@ -120,8 +134,10 @@ def load_trainable(model: Any, ckpt: Path) -> None:
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     trainable_missing = [n for n in trainable_missing if n not in tied]
     if unexpected or trainable_missing:
-        raise RuntimeError(f"{ckpt}: weights do not fit the model "
-                           f"(unexpected {unexpected[:3]}, missing {trainable_missing[:3]})")
+        raise RuntimeError(
+            f"{ckpt}: weights do not fit the model "
+            f"(unexpected {unexpected[:3]}, missing {trainable_missing[:3]})"
+        )
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

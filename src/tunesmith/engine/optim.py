@@ -24,18 +24,24 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.Ad
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        [g for g in groups if g["params"]],
+        lr=cfg.lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
         foreach=True,
     )
 
 
 def warmup_steps(cfg: OptimSection, total_steps: int) -> int:
-    return cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
+    return cfg.warmup_steps or round(cfg.warmup_ratio * total_steps)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, total_steps: int) -> Any:
     """Linear warmup, then cosine or linear decay to zero (or constant)."""
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-    return get_scheduler(name[cfg.schedule], optimizer,
-                         num_warmup_steps=warmup_steps(cfg, total_steps),
-                         num_training_steps=total_steps)
+    return get_scheduler(
+        name[cfg.schedule],
+        optimizer,
+        num_warmup_steps=warmup_steps(cfg, total_steps),
+        num_training_steps=total_steps,
+    )

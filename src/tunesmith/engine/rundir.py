@@ -21,12 +21,16 @@ def new_run_dir(cfg: BaseRunConfig) -> Path:
     run_dir = Path(cfg.train.output_dir) / name
     if cfg.train.resume:
         if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"train.resume=true but {run_dir} holds no run to resume "
-                                    "(set train.run_name to the run's name)")
+            raise FileNotFoundError(
+                f"train.resume=true but {run_dir} holds no run to resume "
+                "(set train.run_name to the run's name)"
+            )
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} already exists; choose another train.run_name, or "
-                              "pass train.resume=true to continue it")
+        raise FileExistsError(
+            f"{run_dir} already exists; choose another train.run_name, or "
+            "pass train.resume=true to continue it"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -56,15 +60,18 @@ def _version(package: str) -> str | None:
         return None
 
 
-def write_run_files(run_dir: Path, cfg: BaseRunConfig, data_files: list[str],
-                    extra: dict[str, Any]) -> None:
+def write_run_files(
+    run_dir: Path, cfg: BaseRunConfig, data_files: list[str], extra: dict[str, Any]
+) -> None:
     """``config.yaml`` (resolved) and ``env.json`` (versions, hardware, seed, data hashes)."""
     (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     env = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {p: _version(p) for p in
-                     ("tunesmith", "torch", "transformers", "peft", "datasets", "safetensors")},
+        "packages": {
+            p: _version(p)
+            for p in ("tunesmith", "torch", "transformers", "peft", "datasets", "safetensors")
+        },
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_threads": torch.get_num_threads(),
         "seed": cfg.train.seed,

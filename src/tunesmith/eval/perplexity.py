@@ -20,8 +20,14 @@ from tunesmith.losses.sft import token_cross_entropy
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, encoded: list[Encoded], pad_id: int, device: torch.device,
-                  precision: str = "fp32", batch_size: int = 8) -> dict[str, float]:
+def evaluate_loss(
+    model: Any,
+    encoded: list[Encoded],
+    pad_id: int,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 8,
+) -> dict[str, float]:
     """Token-weighted mean loss and perplexity of ``model`` over ``encoded`` examples."""
     was_training = model.training
     model.eval()
@@ -29,11 +35,12 @@ def evaluate_loss(model: Any, encoded: list[Encoded], pad_id: int, device: torch
     # Sorting by length keeps padding small; the result does not depend on the order.
     ordered = sorted(encoded, key=lambda e: len(e.input_ids))
     for start in range(0, len(ordered), batch_size):
-        batch = collate(ordered[start:start + batch_size], pad_id)
+        batch = collate(ordered[start : start + batch_size], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
         loss_sum, n = token_cross_entropy(logits, batch["labels"])
         total += loss_sum.item()
         count += int(n)

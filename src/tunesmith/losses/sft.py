@@ -22,8 +22,9 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                        chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy and the number of trained tokens.
 
     Args:
@@ -44,6 +45,6 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
     # backpropagates (a zero gradient) instead of failing.
     total = logits[:1, :1, :1].sum().float() * 0.0
     for start in range(0, rows.size(0), chunk_size):
-        part = rows[start:start + chunk_size].float()
-        total = total + F.cross_entropy(part, targets[start:start + chunk_size], reduction="sum")
+        part = rows[start : start + chunk_size].float()
+        total = total + F.cross_entropy(part, targets[start : start + chunk_size], reduction="sum")
     return total, keep.sum()

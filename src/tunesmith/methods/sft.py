@@ -84,8 +84,12 @@ class Setup:
 
 def _build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
     torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
-    model = load_causal_lm(model_path, dtype=load_dtype(cfg.model.dtype, device), device=device,
-                           attn_implementation=cfg.model.attn_implementation)
+    model = load_causal_lm(
+        model_path,
+        dtype=load_dtype(cfg.model.dtype, device),
+        device=device,
+        attn_implementation=cfg.model.attn_implementation,
+    )
     if cfg.adapter.type == "lora":
         model = attach_lora(model, cfg.lora)
     elif cfg.train.trainable_top_layers is not None:
@@ -112,13 +116,32 @@ def setup(cfg: SFTConfig) -> Setup:
     model = _build_model(cfg, model_path, device)
     trainable, total = parameter_counts(model)
     files = [*_paths(cfg.data.train), *_paths(cfg.data.validation)]
-    write_run_files(run_dir, cfg, files, {"base_model": str(model_path), "data": data.stats,
-                                          "trainable_params": trainable, "total_params": total})
-    print(f"[tunesmith] run dir {run_dir}\n[tunesmith] trainable params {trainable:,} / {total:,}"
-          f" ({100 * trainable / total:.3f}%); data {data.stats}", flush=True)
-    return Setup(cfg=cfg, run_dir=run_dir, device=device,
-                 precision=resolve_precision(cfg.train.precision, device), model=model,
-                 tokenizer=tokenizer, data=data, total_steps=_total_steps(cfg, len(data.train.encoded)))
+    write_run_files(
+        run_dir,
+        cfg,
+        files,
+        {
+            "base_model": str(model_path),
+            "data": data.stats,
+            "trainable_params": trainable,
+            "total_params": total,
+        },
+    )
+    print(
+        f"[tunesmith] run dir {run_dir}\n[tunesmith] trainable params {trainable:,} / {total:,}"
+        f" ({100 * trainable / total:.3f}%); data {data.stats}",
+        flush=True,
+    )
+    return Setup(
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        precision=resolve_precision(cfg.train.precision, device),
+        model=model,
+        tokenizer=tokenizer,
+        data=data,
+        total_steps=_total_steps(cfg, len(data.train.encoded)),
+    )
 
 
 def _paths(value: str | list[str] | None) -> list[str]:
@@ -128,8 +151,12 @@ def _paths(value: str | list[str] | None) -> list[str]:
 # ----------------------------------------------------------------------------- one step
 
 
-def train_step(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any,
-               micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+def train_step(
+    s: Setup,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    micro_batches: list[dict[str, torch.Tensor]],
+) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches.
 
     Each micro-batch's summed loss is divided by the trained-token count N of the whole step, so
@@ -151,8 +178,12 @@ def train_step(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any,
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": total / max(n_step, 1), "grad_norm": grad_norm, "lr": lr,
-            "trained_tokens": float(n_step)}
+    return {
+        "loss": total / max(n_step, 1),
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "trained_tokens": float(n_step),
+    }
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -182,10 +213,22 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
     """Held-out loss; keeps the best weights; returns True when early stopping triggers."""
     if not s.data.val.encoded:
         return False
-    result = evaluate_loss(s.model, s.data.val.encoded, s.tokenizer.pad_token_id, s.device,
-                           s.precision, batch_size=s.cfg.train.micro_batch_size)
-    log.write({"step": state.step, "split": "val", "val_loss": result["loss"],
-               "val_perplexity": result["perplexity"]})
+    result = evaluate_loss(
+        s.model,
+        s.data.val.encoded,
+        s.tokenizer.pad_token_id,
+        s.device,
+        s.precision,
+        batch_size=s.cfg.train.micro_batch_size,
+    )
+    log.write(
+        {
+            "step": state.step,
+            "split": "val",
+            "val_loss": result["loss"],
+            "val_perplexity": result["perplexity"],
+        }
+    )
     if result["loss"] < state.best_val_loss:
         state.best_val_loss, state.best_step = result["loss"], state.step
         state.evals_without_improvement = 0
@@ -224,8 +267,13 @@ def run(cfg: SFTConfig) -> RunResult:
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
     state = _restore(s, optimizer, scheduler) if cfg.train.resume else TrainState()
     encoded, pad_id = s.data.train.encoded, s.tokenizer.pad_token_id
-    batches = step_batches(len(encoded), cfg.train.seed, cfg.train.micro_batch_size,
-                           cfg.train.grad_accum, start_step=state.step)
+    batches = step_batches(
+        len(encoded),
+        cfg.train.seed,
+        cfg.train.micro_batch_size,
+        cfg.train.grad_accum,
+        start_step=state.step,
+    )
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
     log = MetricsLog(s.run_dir / "metrics.jsonl")
     bar = tqdm(total=s.total_steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
@@ -245,18 +293,36 @@ def run(cfg: SFTConfig) -> RunResult:
         if _due(state.step, cfg.train.eval_every, s.total_steps):
             stopped_early = _evaluate(s, state, log)
         if _due(state.step, cfg.train.save_every, s.total_steps):
-            ckpt.save_checkpoint(s.run_dir, state.step, s.model, optimizer, scheduler,
-                                 asdict(state), cfg.train.keep_last)
+            ckpt.save_checkpoint(
+                s.run_dir,
+                state.step,
+                s.model,
+                optimizer,
+                scheduler,
+                asdict(state),
+                cfg.train.keep_last,
+            )
         if crash_after and state.step == crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     final = s.run_dir / "final"
     _save_export(s, final)
-    val = evaluate_loss(s.model, s.data.val.encoded, pad_id, s.device, s.precision,
-                        cfg.train.micro_batch_size)["loss"] if s.data.val.encoded else None
+    val = (
+        evaluate_loss(
+            s.model, s.data.val.encoded, pad_id, s.device, s.precision, cfg.train.micro_batch_size
+        )["loss"]
+        if s.data.val.encoded
+        else None
+    )
     log.write({"step": state.step, "split": "final", "val_loss": val})
     log.close()
-    return RunResult(run_dir=s.run_dir, final_dir=final, steps=state.step,
-                     last_train_loss=last_loss, val_loss=val,
-                     best_val_loss=state.best_val_loss if state.best_step else None,
-                     stopped_early=stopped_early, stats=s.data.stats)
+    return RunResult(
+        run_dir=s.run_dir,
+        final_dir=final,
+        steps=state.step,
+        last_train_loss=last_loss,
+        val_loss=val,
+        best_val_loss=state.best_val_loss if state.best_step else None,
+        stopped_early=stopped_early,
+        stats=s.data.stats,
+    )
