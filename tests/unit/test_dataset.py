@@ -19,7 +19,7 @@ def _examples(n: int) -> list[Example]:
 def test_held_out_split_is_fixed_by_seed_and_disjoint() -> None:
     ex = _examples(50)
     train_a, val_a = split_held_out(ex, 0.2, seed=7, cap=None)
-    train_b, val_b = split_held_out(ex, 0.2, seed=7, cap=None)
+    _, val_b = split_held_out(ex, 0.2, seed=7, cap=None)
     _, val_c = split_held_out(ex, 0.2, seed=8, cap=None)
     assert [e.line for e in val_a] == [e.line for e in val_b] and len(val_a) == 10
     assert {e.line for e in val_a} != {e.line for e in val_c}
