@@ -59,6 +59,11 @@ class DataSection(Section):
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
     )
+    packing: bool = Field(
+        False,
+        description="Pack several examples per row up to max_length (first-fit "
+        "decreasing), each attending only to itself (block-diagonal causal mask).",
+    )
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     max_val_examples: int | None = Field(None, ge=1)
     seed: int = 1234

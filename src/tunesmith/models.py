@@ -166,8 +166,17 @@ def describe_model(path: Path) -> dict[str, Any]:
 
 
 def _adapter_base(adapter_dir: Path) -> str:
+    """The base model of an adapter: the path peft recorded, or else the model named in the
+    training config saved beside it (an alias still resolves after the cache moved)."""
     info = json.loads((adapter_dir / "adapter_config.json").read_text())
     base = info.get("base_model_name_or_path")
+    if base and Path(base).is_dir():
+        return str(base)
+    saved = adapter_dir / "tunesmith_config.yaml"
+    if saved.is_file():
+        import yaml
+
+        return str(yaml.safe_load(saved.read_text())["model"]["name_or_path"])
     if not base:
         raise ModelError(f"{adapter_dir}/adapter_config.json names no base model")
     return str(base)

@@ -18,6 +18,7 @@ import torch
 
 from tunesmith.config import DataSection
 from tunesmith.data.formats import load_examples
+from tunesmith.data.packing import collate_packed, pack_first_fit_decreasing
 from tunesmith.data.records import DataError, Example
 from tunesmith.data.templates import IGNORE_INDEX, Encoded, encode_example
 
@@ -151,6 +152,22 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, :n] = torch.tensor(enc.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def make_rows(encoded: list[Encoded], packing: bool, max_length: int) -> list[tuple[int, ...]]:
+    """The training items: one example each, or several packed up to ``max_length`` tokens."""
+    if not packing:
+        return [(i,) for i in range(len(encoded))]
+    rows = pack_first_fit_decreasing([len(e.input_ids) for e in encoded], max_length)
+    return [r.items for r in rows]
+
+
+def collate_rows(
+    rows: list[tuple[int, ...]], encoded: list[Encoded], pad_id: int, packed: bool
+) -> dict[str, torch.Tensor]:
+    if packed:
+        return collate_packed([[encoded[i] for i in row] for row in rows], pad_id)
+    return collate([encoded[row[0]] for row in rows], pad_id)
 
 
 def example_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -15,6 +15,7 @@ import torch
 
 from tunesmith.data.dataset import collate
 from tunesmith.data.templates import Encoded
+from tunesmith.engine.forward import forward_logits
 from tunesmith.engine.precision import autocast
 from tunesmith.losses.sft import token_cross_entropy
 
@@ -38,9 +39,7 @@ def evaluate_loss(
         batch = collate(ordered[start : start + batch_size], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
+            logits = forward_logits(model, batch)
         loss_sum, n = token_cross_entropy(logits, batch["labels"])
         total += loss_sum.item()
         count += int(n)

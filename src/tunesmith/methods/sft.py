@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,13 +27,15 @@ from tunesmith.adapters import attach_lora, freeze_all_but_top, parameter_counts
 from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import (
     PreparedData,
-    collate,
+    collate_rows,
+    make_rows,
     prepare_data,
     step_batches,
     write_jsonl,
 )
 from tunesmith.data.templates import template_string
 from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.forward import forward_logits
 from tunesmith.engine.metrics import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
@@ -76,6 +79,7 @@ class Setup:
     model: Any
     tokenizer: Any
     data: PreparedData
+    rows: list[tuple[int, ...]]  # training items: example indices (several when packed)
     total_steps: int
 
 
@@ -113,6 +117,8 @@ def setup(cfg: SFTConfig) -> Setup:
     data = prepare_data(cfg.data, tokenizer)
     write_jsonl(run_dir / "rejects.jsonl", data.rejects)
     write_jsonl(run_dir / "data" / "val.jsonl", [e.to_json() for e in data.val.examples])
+    rows = make_rows(data.train.encoded, cfg.data.packing, cfg.data.max_length)
+    data.stats["train_rows"] = len(rows)
     model = _build_model(cfg, model_path, device)
     trainable, total = parameter_counts(model)
     files = [*_paths(cfg.data.train), *_paths(cfg.data.validation)]
@@ -140,7 +146,8 @@ def setup(cfg: SFTConfig) -> Setup:
         model=model,
         tokenizer=tokenizer,
         data=data,
-        total_steps=_total_steps(cfg, len(data.train.encoded)),
+        rows=rows,
+        total_steps=_total_steps(cfg, len(rows)),
     )
 
 
@@ -167,7 +174,7 @@ def train_step(
     for mb in micro_batches:
         mb = {k: v.to(s.device) for k, v in mb.items()}
         with autocast(s.precision, s.device):
-            logits = s.model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits
+            logits = forward_logits(s.model, mb)
         loss_sum, _ = token_cross_entropy(logits, mb["labels"])
         (loss_sum / max(n_step, 1)).backward()
         total += loss_sum.item()
@@ -183,7 +190,17 @@ def train_step(
         "grad_norm": grad_norm,
         "lr": lr,
         "trained_tokens": float(n_step),
+        "real_tokens": float(sum(_real_tokens(mb) for mb in micro_batches)),
+        "slots": float(sum(mb["input_ids"].numel() for mb in micro_batches)),
+        "rows": float(sum(mb["input_ids"].size(0) for mb in micro_batches)),
     }
+
+
+def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Non-padding positions of a padded or packed batch."""
+    if "seq_ids" in batch:
+        return int((batch["seq_ids"] >= 0).sum())
+    return int(batch["attention_mask"].sum())
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -248,10 +265,31 @@ def _save_export(s: Setup, out: Path) -> None:
         (tmp / "tunesmith_config.yaml").write_text((s.run_dir / "config.yaml").read_text())
         ckpt.commit_dir(tmp, out)
     finally:
-        if tmp.exists():
-            import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
 
-            shutil.rmtree(tmp, ignore_errors=True)
+
+def _epoch_summary(
+    s: Setup, step: int, per_step: int, m: dict[str, float], fill: dict[str, float], log: MetricsLog
+) -> None:
+    """Once an epoch (or the run) is complete, log its padding waste (padding share of the
+    positions computed) and packing efficiency (real tokens / (rows x max_length))."""
+    for key in fill:
+        fill[key] += m[key]
+    n = len(s.rows)
+    epoch_done = (step * per_step) // n > ((step - 1) * per_step) // n
+    if not (epoch_done or step == s.total_steps):
+        return
+    log.write(
+        {
+            "step": step,
+            "split": "epoch",
+            "epoch": step * per_step / n,
+            "padding_waste": 1.0 - fill["real_tokens"] / fill["slots"],
+            "packing_efficiency": fill["real_tokens"] / (fill["rows"] * s.cfg.data.max_length),
+        }
+    )
+    for key in fill:
+        fill[key] = 0.0
 
 
 def _due(step: int, every: int | None, last: int) -> bool:
@@ -267,8 +305,9 @@ def run(cfg: SFTConfig) -> RunResult:
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
     state = _restore(s, optimizer, scheduler) if cfg.train.resume else TrainState()
     encoded, pad_id = s.data.train.encoded, s.tokenizer.pad_token_id
+    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
     batches = step_batches(
-        len(encoded),
+        len(s.rows),
         cfg.train.seed,
         cfg.train.micro_batch_size,
         cfg.train.grad_accum,
@@ -277,17 +316,23 @@ def run(cfg: SFTConfig) -> RunResult:
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
     log = MetricsLog(s.run_dir / "metrics.jsonl")
     bar = tqdm(total=s.total_steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
+    fill = {"real_tokens": 0.0, "slots": 0.0, "rows": 0.0}
     stopped_early, last_loss, t0 = False, None, time.perf_counter()
     while state.step < s.total_steps and not stopped_early:
-        micro = [collate([encoded[i] for i in mb], pad_id) for mb in next(batches)]
+        micro = [
+            collate_rows([s.rows[i] for i in mb], encoded, pad_id, cfg.data.packing)
+            for mb in next(batches)
+        ]
         m = train_step(s, optimizer, scheduler, micro)
         state.step += 1
         state.tokens += int(m["trained_tokens"])
         last_loss = m["loss"]
         rate = m["trained_tokens"] / max(time.perf_counter() - t0, 1e-9)
         t0 = time.perf_counter()
+        m["padding_waste"] = 1.0 - m["real_tokens"] / m["slots"]
         if state.step % cfg.train.log_every == 0 or state.step == s.total_steps:
             log.write({"step": state.step, "split": "train", **m, "tokens_per_s": rate})
+        _epoch_summary(s, state.step, per_step, m, fill, log)
         bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{rate:.0f}")
         bar.update(1)
         if _due(state.step, cfg.train.eval_every, s.total_steps):
