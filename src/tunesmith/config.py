@@ -8,8 +8,9 @@ config (every default filled in) is written beside every checkpoint.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -244,30 +245,52 @@ def _describe_error(
     return f"{where}: field '{dotted}': {msg}"
 
 
-def load_config(
-    path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
-) -> BaseRunConfig:
-    """Read YAML at ``path`` (or start from ``base``), apply overrides, validate once."""
+def _read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{source}: config file not found")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return data, text
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(
+    cls: type[M] | Callable[[dict[str, Any], str], type[M]],
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> M:
+    """Read YAML at ``path`` (or start from ``base``), apply ``key.sub=value`` overrides and
+    validate once against ``cls`` (or the class ``cls(data, source)`` picks). Every error names
+    the file, the line (or the override) and the field, with the nearest valid key."""
     source = str(path) if path is not None else "<config>"
-    text = ""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{source}: config file not found")
-        text = p.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    else:
-        data = dict(base or {})
+    data, text = _read_yaml(path) if path is not None else (dict(base or {}), "")
     overridden: dict[tuple[str, ...], str] = {}
     for item in overrides or []:
         key, value = parse_override(item)
         apply_override(data, key, value)
         overridden[tuple(key)] = item
+    model_cls = cls if isinstance(cls, type) else cls(data, source)
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        lines = _yaml_lines(text) if text else {}
+        msgs = [
+            _describe_error(dict(err), model_cls, lines, source, overridden) for err in e.errors()
+        ]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(msgs)) from None
+
+
+def _method_class(data: dict[str, Any], source: str) -> type[BaseRunConfig]:
     method = data.get("method", "sft")
     if method not in METHODS:
         close = _nearest(str(method), list(METHODS))
@@ -276,13 +299,14 @@ def load_config(
             f"{source}: field 'method': unknown method '{method}'{hint} "
             f"(known: {', '.join(METHODS)})"
         )
-    cls = METHODS[method]
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        lines = _yaml_lines(text) if text else {}
-        msgs = [_describe_error(dict(err), cls, lines, source, overridden) for err in e.errors()]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(msgs)) from None
+    return METHODS[method]
+
+
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> BaseRunConfig:
+    """A training config: the method's config class, validated once."""
+    return load_model(_method_class, path, overrides, base)
 
 
 def dump_config(cfg: BaseModel) -> str:
