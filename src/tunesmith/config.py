@@ -10,10 +10,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class Section(BaseModel):
@@ -34,18 +41,62 @@ class ModelSection(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
 
+Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+
+
+class DatasetSpec(Section):
+    """One dataset of a mixture."""
+
+    path: str | list[str] = Field(..., description="File(s) of one schema.")
+    format: Format | None = Field(None, description="Default: data.format.")
+    split: str | None = Field(None, description="Default: data.split.")
+    tag: str | None = Field(
+        None,
+        description="Task tag of every record (default: the record's own `tag`/`task` field, "
+        "else the file name).",
+    )
+    weight: float | None = Field(
+        None, gt=0, description="Examples per epoch = weight x dataset size (2 = upsample x2)."
+    )
+    count: int | None = Field(None, ge=1, description="Exactly this many examples per epoch.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DatasetSpec:
+        if self.weight is not None and self.count is not None:
+            raise ValueError("give weight or count, not both")
+        return self
+
+
+class ReplaySection(Section):
+    """General-domain data mixed into every epoch, the standard guard against forgetting."""
+
+    path: str | list[str]
+    fraction: float = Field(
+        ..., gt=0.0, lt=1.0, description="Share of each epoch's examples drawn from replay."
+    )
+    format: Format | None = None
+    tag: str = "replay"
+
+
 class DataSection(Section):
-    train: str | list[str] = Field(
+    train: list[DatasetSpec] = Field(
         ...,
-        description="Training file(s): jsonl, json, csv, parquet "
-        "or a `datasets` directory saved with save_to_disk.",
+        description="Training file(s): jsonl, json, csv, parquet or a `datasets` directory "
+        "saved with save_to_disk; or a list of datasets with weight/count/tag to mix. A plain "
+        "path (or a list of paths) is read as datasets of their own with default settings.",
+    )
+    replay: ReplaySection | None = None
+    task_temperature: float | None = Field(
+        None,
+        gt=0,
+        description="Sample task tags with p ~ n_tag^(1/T): 1 = proportional, larger flattens.",
     )
     validation: str | list[str] | None = Field(
         None,
         description="Held-out file(s). When absent, `val_fraction` of train is held out "
         "with a fixed seed.",
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = "auto"
+    format: Format = "auto"
     split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
     template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
         "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
@@ -65,9 +116,25 @@ class DataSection(Section):
         description="Pack several examples per row up to max_length (first-fit "
         "decreasing), each attending only to itself (block-diagonal causal mask).",
     )
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of each dataset when no validation is given."
+    )
     max_val_examples: int | None = Field(None, ge=1)
     seed: int = 1234
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _paths_to_specs(cls, value: Any) -> Any:
+        entries = value if isinstance(value, list) else [value]
+        return [{"path": e} if isinstance(e, str) else e for e in entries]
+
+    @model_validator(mode="after")
+    def _temperature_or_weights(self) -> DataSection:
+        if self.task_temperature is not None and any(
+            e.weight is not None or e.count is not None for e in self.train
+        ):
+            raise ValueError("task_temperature sets the mix itself: drop weight/count")
+        return self
 
 
 class AdapterSection(Section):
@@ -195,6 +262,11 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
                 path = (*prefix, str(k.value))
                 lines[path] = k.start_mark.line + 1
                 walk(v, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                path = (*prefix, str(i))
+                lines[path] = item.start_mark.line + 1
+                walk(item, path)
 
     root = yaml.compose(text)
     if root is not None:
@@ -206,8 +278,12 @@ def _section_class(cls: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel
     """The pydantic class that owns the last element of ``loc``."""
     current: type[BaseModel] = cls
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of sections: same class
+            continue
         field = current.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
+        if get_origin(ann) is list:
+            ann = get_args(ann)[0]
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         current = ann

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunesmith.config import DataSection
-from tunesmith.data.formats import load_examples
+from tunesmith.config import DataSection, DatasetSpec
+from tunesmith.data.formats import detect_format, load_examples
+from tunesmith.data.mixing import draw, replay_count, temperature_counts
 from tunesmith.data.packing import collate_packed, pack_first_fit_decreasing
+from tunesmith.data.readers import iter_rows
 from tunesmith.data.records import DataError, Example
 from tunesmith.data.templates import IGNORE_INDEX, Encoded, encode_example
 
@@ -38,7 +40,7 @@ class PreparedData:
     train: Split
     val: Split
     rejects: list[dict[str, Any]]
-    stats: dict[str, int]
+    stats: dict[str, Any]
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
@@ -47,13 +49,66 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _read(paths: list[str], cfg: DataSection, rejects: list[dict[str, Any]]) -> list[Example]:
+def dataset_specs(cfg: DataSection) -> list[DatasetSpec]:
+    """``data.train`` as a list of datasets (a plain path is a dataset of its own)."""
+    return list(cfg.train)
+
+
+def data_files(cfg: DataSection) -> list[str]:
+    """Every input path a config reads (for content hashes in env.json)."""
+    paths = [p for spec in cfg.train for p in _as_list(spec.path)] + _as_list(cfg.validation)
+    return paths + (_as_list(cfg.replay.path) if cfg.replay else [])
+
+
+def spec_name(spec: DatasetSpec) -> str:
+    return spec.tag or Path(_as_list(spec.path)[0]).stem
+
+
+def _tagged(ex: Example, tag: str | None, fallback: str) -> Example:
+    """The record with ``meta['tag']`` set: the dataset's tag, else the record's own tag/task
+    field, else ``fallback`` (the file name)."""
+    final = tag or ex.meta.get("tag") or ex.meta.get("task") or fallback
+    if not final or ex.meta.get("tag") == final:
+        return ex
+    return replace(ex, meta={**ex.meta, "tag": str(final)})
+
+
+def _read_dataset(
+    paths: list[str],
+    fmt: str,
+    split: str,
+    tag: str,
+    cfg: DataSection,
+    rejects: list[dict[str, Any]],
+) -> list[Example]:
+    """All files of one dataset; they must share one schema (format)."""
     out: list[Example] = []
+    first_format: tuple[str, str] | None = None
     for path in paths:
-        examples, bad = load_examples(path, cfg.format, split=cfg.split, on_error=cfg.on_error)
-        out.extend(examples)
+        chosen = fmt if fmt != "auto" else detect_file_format(path, split)
+        if first_format is not None and chosen != first_format[1]:
+            raise DataError(
+                path,
+                1,
+                None,
+                f"format '{chosen}' differs from '{first_format[1]}' "
+                f"of {first_format[0]} in the same dataset; list the files as "
+                "separate datasets to mix formats",
+            )
+        first_format = first_format or (path, chosen)
+        examples, bad = load_examples(path, chosen, split=split, on_error=cfg.on_error)
+        out.extend(_tagged(ex, tag, Path(path).stem) for ex in examples)
         rejects.extend({**r, "stage": "read"} for r in bad)
     return out
+
+
+def detect_file_format(path: str, split: str = "train") -> str:
+    """The format of a file, detected from its first record."""
+    # Unparseable rows are the reader's business (raise or skip); detection uses the first
+    # row that parses.
+    for line, row in iter_rows(path, split=split, on_bad_row=lambda err, raw: None):
+        return detect_format(row, path, line)
+    raise DataError(path, None, None, "no records")
 
 
 def split_held_out(
@@ -102,31 +157,125 @@ def _encode_all(
     return out
 
 
-def prepare_data(cfg: DataSection, tokenizer: Any) -> PreparedData:
-    rejects: list[dict[str, Any]] = []
-    train_rows = _read(_as_list(cfg.train), cfg, rejects)
-    val_paths = _as_list(cfg.validation)
-    if val_paths:
-        val_rows = _read(val_paths, cfg, rejects)
-    else:
-        train_rows, val_rows = split_held_out(
-            train_rows, cfg.val_fraction, cfg.seed, cfg.max_val_examples
+def _count_for(spec: DatasetSpec, size: int) -> int:
+    if spec.count is not None:
+        if spec.count > size:
+            raise DataError(
+                str(_as_list(spec.path)[0]),
+                None,
+                "count",
+                f"dataset '{spec_name(spec)}' has {size} usable training examples, "
+                f"fewer than count={spec.count}",
+            )
+        return spec.count
+    if spec.weight is not None:
+        return round(spec.weight * size)
+    return size
+
+
+def _take(split: Split, indices: list[int], into: Split) -> None:
+    into.examples.extend(split.examples[i] for i in indices)
+    into.encoded.extend(split.encoded[i] for i in indices)
+
+
+def _mix(
+    parts: list[tuple[DatasetSpec, Split]],
+    cfg: DataSection,
+    replay: Split | None,
+    mix: dict[str, int],
+) -> Split:
+    """The training set of one epoch: datasets by weight/count or tasks by temperature, plus
+    replay; every draw is seeded."""
+    rng = random.Random(cfg.seed)
+    out = Split()
+    if cfg.task_temperature is not None:
+        pooled: dict[str, Split] = {}
+        for _, part in parts:
+            for ex, enc in zip(part.examples, part.encoded, strict=True):
+                pool = pooled.setdefault(ex.meta.get("tag", ""), Split())
+                pool.examples.append(ex)
+                pool.encoded.append(enc)
+        counts = temperature_counts(
+            {k: len(v.encoded) for k, v in pooled.items()}, cfg.task_temperature
         )
+        for tag in sorted(counts):
+            _take(pooled[tag], draw(counts[tag], len(pooled[tag].encoded), rng), out)
+            mix[tag or "(untagged)"] = counts[tag]
+    else:
+        for spec, part in parts:
+            n = _count_for(spec, len(part.encoded))
+            _take(part, draw(n, len(part.encoded), rng), out)
+            mix[spec_name(spec)] = mix.get(spec_name(spec), 0) + n
+    if replay is not None and cfg.replay is not None:
+        n = replay_count(len(out.encoded), cfg.replay.fraction)
+        _take(replay, draw(n, len(replay.encoded), rng), out)
+        mix[cfg.replay.tag] = n
+    return out
+
+
+def prepare_data(cfg: DataSection, tokenizer: Any) -> PreparedData:
+    """Read, split, encode and mix the data of a config; every dropped record is in rejects."""
+    rejects: list[dict[str, Any]] = []
+    stats: dict[str, Any] = {
+        k: 0 for k in ("train_rejected", "val_rejected", "train_truncated", "val_truncated")
+    }
+    val_paths = _as_list(cfg.validation)
+    parts: list[tuple[DatasetSpec, Split]] = []
+    val = Split()
+    for spec in dataset_specs(cfg):
+        rows = _read_dataset(
+            _as_list(spec.path),
+            spec.format or cfg.format,
+            spec.split or cfg.split,
+            spec.tag,
+            cfg,
+            rejects,
+        )
+        train_rows, held = (
+            (rows, []) if val_paths else split_held_out(rows, cfg.val_fraction, cfg.seed, None)
+        )
+        parts.append((spec, _encode_all(train_rows, tokenizer, cfg, rejects, stats, "train")))
+        _extend(val, _encode_all(held, tokenizer, cfg, rejects, stats, "val"))
+    if val_paths:
+        held = _read_dataset(val_paths, cfg.format, cfg.split, None, cfg, rejects)
+        val = _encode_all(held, tokenizer, cfg, rejects, stats, "val")
     if cfg.max_val_examples is not None:
-        val_rows = val_rows[: cfg.max_val_examples]
-    stats = {k: 0 for k in ("train_rejected", "val_rejected", "train_truncated", "val_truncated")}
-    stats["read_rejected"] = len(rejects)
-    train = _encode_all(train_rows, tokenizer, cfg, rejects, stats, "train")
-    val = _encode_all(val_rows, tokenizer, cfg, rejects, stats, "val")
+        keep = sorted(
+            random.Random(cfg.seed).sample(
+                range(len(val.encoded)), min(cfg.max_val_examples, len(val.encoded))
+            )
+        )
+        val = Split([val.examples[i] for i in keep], [val.encoded[i] for i in keep])
+    replay = None
+    if cfg.replay is not None:
+        rows = _read_dataset(
+            _as_list(cfg.replay.path),
+            cfg.replay.format or "auto",
+            cfg.split,
+            cfg.replay.tag,
+            cfg,
+            rejects,
+        )
+        rows = [replace(r, meta={**r.meta, "tag": cfg.replay.tag}) for r in rows]
+        replay = _encode_all(rows, tokenizer, cfg, rejects, stats, "train")
+    stats["read_rejected"] = sum(1 for r in rejects if r.get("stage") == "read")
+    mix: dict[str, int] = {}
+    train = _mix(parts, cfg, replay, mix)
     if not train.encoded:
         raise DataError(
-            _as_list(cfg.train)[0],
+            str(_as_list(dataset_specs(cfg)[0].path)[0]),
             None,
             None,
             f"no usable training example ({len(rejects)} rejected; see rejects)",
         )
     stats["train_examples"], stats["val_examples"] = len(train.encoded), len(val.encoded)
+    stats["mix"] = mix
     return PreparedData(train=train, val=val, rejects=rejects, stats=stats)
+
+
+def _extend(into: Split, other: Split) -> None:
+    into.examples.extend(other.examples)
+    into.encoded.extend(other.encoded)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -46,3 +46,33 @@ def evaluate_loss(
     model.train(was_training)
     loss = total / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(count)}
+
+
+def evaluate_split(
+    model: Any,
+    split: Any,
+    pad_id: int,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Loss and perplexity over a whole split, and the loss of each task tag on its own.
+
+    ``split`` has parallel ``examples`` (carrying ``meta['tag']``) and ``encoded`` lists. The
+    overall loss is token-weighted across tags, so it equals :func:`evaluate_loss` on the whole.
+    """
+    groups: dict[str, list[Encoded]] = {}
+    for ex, enc in zip(split.examples, split.encoded, strict=True):
+        groups.setdefault(str(ex.meta.get("tag", "")), []).append(enc)
+    per = {
+        tag: evaluate_loss(model, encs, pad_id, device, precision, batch_size)
+        for tag, encs in sorted(groups.items())
+    }
+    tokens = sum(r["tokens"] for r in per.values())
+    loss = sum(r["loss"] * r["tokens"] for r in per.values()) / max(tokens, 1.0)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "tokens": tokens,
+        "by_tag": {tag: r["loss"] for tag, r in per.items()},
+    }

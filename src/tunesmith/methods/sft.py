@@ -28,19 +28,21 @@ from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import (
     PreparedData,
     collate_rows,
+    data_files,
     make_rows,
     prepare_data,
     step_batches,
     write_jsonl,
 )
 from tunesmith.data.templates import template_string
+from tunesmith.doctor.preflight import PreflightError, preflight_failures
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.forward import forward_logits
 from tunesmith.engine.metrics import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
-from tunesmith.eval.perplexity import evaluate_loss
+from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
 from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
 from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
 
@@ -109,19 +111,21 @@ def _total_steps(cfg: SFTConfig, n_train: int) -> int:
     return max(1, math.ceil(cfg.train.epochs * n_train / per_step))
 
 
-def setup(cfg: SFTConfig) -> Setup:
+def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
     device = pick_device(cfg.train.device)
     run_dir = new_run_dir(cfg)
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg.data, tokenizer)
+    if not skip_preflight and (failures := preflight_failures(cfg, tokenizer, data)):
+        raise PreflightError(failures)  # `tunesmith doctor` explains; --skip-preflight overrides
     write_jsonl(run_dir / "rejects.jsonl", data.rejects)
     write_jsonl(run_dir / "data" / "val.jsonl", [e.to_json() for e in data.val.examples])
     rows = make_rows(data.train.encoded, cfg.data.packing, cfg.data.max_length)
     data.stats["train_rows"] = len(rows)
     model = _build_model(cfg, model_path, device)
     trainable, total = parameter_counts(model)
-    files = [*_paths(cfg.data.train), *_paths(cfg.data.validation)]
+    files = data_files(cfg.data)
     write_run_files(
         run_dir,
         cfg,
@@ -149,10 +153,6 @@ def setup(cfg: SFTConfig) -> Setup:
         rows=rows,
         total_steps=_total_steps(cfg, len(rows)),
     )
-
-
-def _paths(value: str | list[str] | None) -> list[str]:
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -230,22 +230,23 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
     """Held-out loss; keeps the best weights; returns True when early stopping triggers."""
     if not s.data.val.encoded:
         return False
-    result = evaluate_loss(
+    result = evaluate_split(
         s.model,
-        s.data.val.encoded,
+        s.data.val,
         s.tokenizer.pad_token_id,
         s.device,
         s.precision,
         batch_size=s.cfg.train.micro_batch_size,
     )
-    log.write(
-        {
-            "step": state.step,
-            "split": "val",
-            "val_loss": result["loss"],
-            "val_perplexity": result["perplexity"],
-        }
-    )
+    record = {
+        "step": state.step,
+        "split": "val",
+        "val_loss": result["loss"],
+        "val_perplexity": result["perplexity"],
+    }
+    if len(result["by_tag"]) > 1:
+        record["val_loss_by_tag"] = result["by_tag"]
+    log.write(record)
     if result["loss"] < state.best_val_loss:
         state.best_val_loss, state.best_step = result["loss"], state.step
         state.evals_without_improvement = 0
@@ -299,8 +300,8 @@ def _due(step: int, every: int | None, last: int) -> bool:
 # ----------------------------------------------------------------------------- the loop
 
 
-def run(cfg: SFTConfig) -> RunResult:
-    s = setup(cfg)
+def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
+    s = setup(cfg, skip_preflight)
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
     state = _restore(s, optimizer, scheduler) if cfg.train.resume else TrainState()
