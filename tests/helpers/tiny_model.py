@@ -29,7 +29,9 @@ def tiny_config(arch: str, vocab_size: int, pad_id: int, eos_id: int, bos_id: in
     if arch == "llama":
         return LlamaConfig(**common)
     if arch == "gemma3_text":
-        return Gemma3TextConfig(**common, head_dim=8, sliding_window=64)
+        return Gemma3TextConfig(
+            **common, head_dim=8, sliding_window=64, final_logit_softcapping=30.0
+        )
     raise ValueError(arch)
 
 

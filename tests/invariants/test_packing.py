@@ -96,3 +96,31 @@ def test_packed_training_through_the_cli(tmp_path: Path, tiny_llama: Path) -> No
     assert epochs and 0.5 < epochs[-1]["packing_efficiency"] <= 1.0
     assert 0.0 <= epochs[-1]["padding_waste"] < 0.5
     assert len(step_losses(run)) == 4
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_chunked_head_loss_equals_full_logits(request: pytest.FixtureRequest, arch: str) -> None:
+    """forward_loss (head applied to trained positions only, in checkpointed chunks) gives the
+    loss and gradients of the full-logits cross-entropy, LoRA-wrapped too."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunesmith.engine.forward import forward_loss
+
+    model_dir = request.getfixturevalue("tiny_llama" if arch == "llama" else "tiny_gemma")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0,
+                                            init_lora_weights=False))
+    batch = collate(_encoded(tok, n=4), tok.pad_token_id)
+    model.zero_grad()
+    full, n_full = token_cross_entropy(forward_logits(model, batch), batch["labels"])
+    full.backward()
+    ref = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    chunked, n_chunked = forward_loss(model, batch, chunk_size=7)
+    chunked.backward()
+    assert int(n_full) == int(n_chunked) and ref
+    assert abs(float(full) - float(chunked)) < 1e-4
+    for name, g in ref.items():
+        got = dict(model.named_parameters())[name].grad
+        assert torch.allclose(got, g, atol=1e-5, rtol=1e-4), name

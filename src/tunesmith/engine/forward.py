@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from tunesmith.data.packing import block_causal_mask
+from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
 
 
-def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits [B, T, V] for a collated batch.
+def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The keyword arguments for the model's forward.
 
     Padded batches carry a 2-D ``attention_mask``; packed batches carry ``position_ids`` that
     restart at every example and a 4-D block-diagonal boolean mask. Flash-attention kernels take
@@ -28,11 +31,85 @@ def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "flash" in str(getattr(config, "_attn_implementation", "")):
             kwargs.pop("attention_mask")
         elif "sliding_attention" in (getattr(config, "layer_types", None) or ()):
-            # Hybrid models (Gemma 3, ...) take one mask per layer type; the sliding layers must
-            # keep their window inside each packed example.
+            # The sliding layers must keep their window inside each packed example.
             window = getattr(config, "sliding_window", None)
             kwargs["attention_mask"] = {
                 "full_attention": batch["attention_mask"],
                 "sliding_attention": block_causal_mask(batch["seq_ids"], window),
             }
-    return model(**kwargs).logits
+    return kwargs
+
+
+def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits [B, T, V] for a collated batch (padded or packed)."""
+    return model(**model_inputs(model, batch)).logits
+
+
+# Causal LMs whose forward is exactly: decoder -> output head (-> final logit soft-cap). Others
+# (logit scaling, extra heads) fall back to the full logits, which is always correct.
+HEAD_ONLY_MODELS = frozenset(
+    {
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi3",
+        "olmo2",
+        "smollm3",
+    }
+)
+
+
+def _parts(model: Any) -> tuple[Any, Any, float | None] | None:
+    """(decoder stack, output head, final logit soft-cap) of a causal LM, peft-wrapped or not;
+    None when the model is not known to be exactly that."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "model_type", None) not in HEAD_ONLY_MODELS:
+        return None
+    get_decoder = getattr(base, "get_decoder", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    decoder = get_decoder() if get_decoder is not None else None
+    if decoder is None or head is None or decoder is base:
+        return None
+    return decoder, head, getattr(base.config, "final_logit_softcapping", None)
+
+
+def _chunk_loss(
+    head: Any, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    logits = head(hidden).float()  # [n, V]
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def forward_loss(
+    model: Any, batch: dict[str, torch.Tensor], chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy and trained-token count, never materialising the full
+    [B, T, V] logits.
+
+    The decoder gives hidden states [B, T, H]; only the N positions whose next token is trained
+    go through the output head, ``chunk_size`` rows at a time, and each chunk's logits [n, V]
+    are recomputed in the backward pass instead of being kept (activation checkpointing). Same
+    value as :func:`tunesmith.losses.sft.token_cross_entropy` on the full logits.
+    """
+    parts = _parts(model)
+    if parts is None:
+        return token_cross_entropy(forward_logits(model, batch), batch["labels"])
+    decoder, head, softcap = parts
+    hidden = decoder(**model_inputs(model, batch)).last_hidden_state  # [B, T, H]
+    targets = batch["labels"][:, 1:]  # [B, T-1]
+    keep = targets != IGNORE_INDEX
+    rows, goal = hidden[:, :-1][keep], targets[keep]  # [N, H], [N]
+    total = hidden[:1, :1, :1].sum().float() * 0.0  # in the graph even when N = 0
+    for start in range(0, rows.size(0), chunk_size):
+        h, t = rows[start : start + chunk_size], goal[start : start + chunk_size]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_loss, head, softcap, h, t, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(head, softcap, h, t)
+    return total, keep.sum()

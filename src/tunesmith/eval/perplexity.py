@@ -15,9 +15,8 @@ import torch
 
 from tunesmith.data.dataset import collate
 from tunesmith.data.templates import Encoded
-from tunesmith.engine.forward import forward_logits
+from tunesmith.engine.forward import forward_loss
 from tunesmith.engine.precision import autocast
-from tunesmith.losses.sft import token_cross_entropy
 
 
 @torch.no_grad()
@@ -39,8 +38,7 @@ def evaluate_loss(
         batch = collate(ordered[start : start + batch_size], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
-            logits = forward_logits(model, batch)
-        loss_sum, n = token_cross_entropy(logits, batch["labels"])
+            loss_sum, n = forward_loss(model, batch)
         total += loss_sum.item()
         count += int(n)
     model.train(was_training)

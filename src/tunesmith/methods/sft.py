@@ -37,13 +37,13 @@ from tunesmith.data.dataset import (
 from tunesmith.data.templates import template_string
 from tunesmith.doctor.preflight import PreflightError, preflight_failures
 from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.forward import forward_logits
+from tunesmith.engine.forward import forward_loss
 from tunesmith.engine.metrics import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
-from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
+from tunesmith.losses.sft import IGNORE_INDEX
 from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
 
 CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process after this step
@@ -174,8 +174,7 @@ def train_step(
     for mb in micro_batches:
         mb = {k: v.to(s.device) for k, v in mb.items()}
         with autocast(s.precision, s.device):
-            logits = forward_logits(s.model, mb)
-        loss_sum, _ = token_cross_entropy(logits, mb["labels"])
+            loss_sum, _ = forward_loss(s.model, mb)
         (loss_sum / max(n_step, 1)).backward()
         total += loss_sum.item()
     params = [p for p in s.model.parameters() if p.requires_grad]
