@@ -173,7 +173,9 @@ class TrainSection(Section):
     micro_batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto = bf16 autocast on CUDA with bf16 support, fp32 otherwise."
+        "auto",
+        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
+        "(AVX-512 BF16 / AMX), fp32 otherwise.",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     seed: int = 42

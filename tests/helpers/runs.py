@@ -40,6 +40,7 @@ def write_config(
             "max_steps": 4,
             "micro_batch_size": 4,
             "seed": 3,
+            "precision": "fp32",  # the invariants compare to 1e-5..1e-6
         },
         "optim": {"lr": 5e-3},
         "lora": {"dropout": 0.0},

@@ -165,3 +165,21 @@ def test_models_lists_aliases_and_converts_a_dir(
     assert json.loads(capsys.readouterr().out)["model_type"] == "llama"
     assert main(["models", "--convert", "no-such-model"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains(tmp_path: Path, tiny_llama: Path) -> None:
+    cfg = write_config(tmp_path, tiny_llama, write_chat_data(tmp_path / "d.jsonl"),
+                       train={"max_steps": 8, "precision": "bf16"})
+    run = train(cfg)
+    losses = step_losses(run)
+    assert sum(losses[-2:]) < sum(losses[:2])
+    weights = load_file(str(run / "final" / "adapter_model.safetensors"))
+    assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
+
+
+def test_precision_resolution() -> None:
+    from tunesmith.engine.precision import cpu_has_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
