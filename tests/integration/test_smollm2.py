@@ -46,3 +46,23 @@ def test_real_model_masks_and_a_few_lora_steps(tmp_path: Path) -> None:
     losses = step_losses(run)
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert (run / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_gguf_file_converts_to_a_cached_safetensors_dir(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tunesmith.models import alias_gguf_path
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    gguf = alias_gguf_path("smollm2-135m-instruct")
+    out = resolve_model(str(gguf))
+    assert out.parent == tmp_path / "models" and (out / "model.safetensors").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    assert resolve_model(str(gguf)) == out  # cached: the second call converts nothing

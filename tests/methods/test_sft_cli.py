@@ -183,3 +183,24 @@ def test_precision_resolution() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_chat_keeps_the_conversation(tmp_path: Path, tiny_llama: Path,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from tunesmith import generation
+
+    seen: list[int] = []
+    real = generation.chat_replies
+
+    def spy(model, tok, conversations, *args, **kwargs):  # records the turns sent each time
+        seen.append(len(conversations[0]))
+        return real(model, tok, conversations, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "chat_replies", spy)
+    monkeypatch.setattr("sys.stdin", io.StringIO("1 plus 2?\nand 3 plus 4?\n\n"))
+    assert main(["chat", str(tiny_llama), "--system", "Be brief.", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.count("assistant:") == 2
+    assert seen == [2, 4]  # system + user, then system + user + assistant + user
