@@ -317,8 +317,9 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     log = MetricsLog(s.run_dir / "metrics.jsonl")
     bar = tqdm(total=s.total_steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
     fill = {"real_tokens": 0.0, "slots": 0.0, "rows": 0.0}
-    stopped_early, last_loss, t0 = False, None, time.perf_counter()
+    stopped_early, last_loss = False, None
     while state.step < s.total_steps and not stopped_early:
+        t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted
         micro = [
             collate_rows([s.rows[i] for i in mb], encoded, pad_id, cfg.data.packing)
             for mb in next(batches)
@@ -327,8 +328,8 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         state.step += 1
         state.tokens += int(m["trained_tokens"])
         last_loss = m["loss"]
-        rate = m["trained_tokens"] / max(time.perf_counter() - t0, 1e-9)
-        t0 = time.perf_counter()
+        m["step_seconds"] = time.perf_counter() - t0
+        rate = m["trained_tokens"] / max(m["step_seconds"], 1e-9)
         m["padding_waste"] = 1.0 - m["real_tokens"] / m["slots"]
         if state.step % cfg.train.log_every == 0 or state.step == s.total_steps:
             log.write({"step": state.step, "split": "train", **m, "tokens_per_s": rate})
