@@ -79,7 +79,10 @@ def save_checkpoint(
     scheduler: Any,
     train_state: dict[str, Any],
     keep_last: int,
+    rng: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """Write ``checkpoints/step-N`` atomically; ``rng`` holds every rank's RNG state (default:
+    this process's alone)."""
     final = run_dir / "checkpoints" / f"step-{step}"
     tmp = atomic_dir(final)
     try:
@@ -88,7 +91,7 @@ def save_checkpoint(
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
+                "rng": rng if rng is not None else [rng_state()],
                 "train": train_state,
             },
             tmp / "state.pt",

@@ -23,6 +23,19 @@ class MetricsLog:
         self._fh.close()
 
 
+class NullLog(MetricsLog):
+    """What ranks other than 0 log to: nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

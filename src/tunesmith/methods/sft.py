@@ -11,6 +11,7 @@ The algorithm, top to bottom:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -37,8 +38,19 @@ from tunesmith.data.dataset import (
 from tunesmith.data.templates import template_string
 from tunesmith.doctor.preflight import PreflightError, preflight_failures
 from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    rank_device,
+    shard,
+    shutdown,
+)
 from tunesmith.engine.forward import forward_loss
-from tunesmith.engine.metrics import MetricsLog, read_metrics
+from tunesmith.engine.metrics import MetricsLog, NullLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
@@ -83,6 +95,29 @@ class Setup:
     data: PreparedData
     rows: list[tuple[int, ...]]  # training items: example indices (several when packed)
     total_steps: int
+    dist: DistInfo = field(default_factory=DistInfo)
+    step_module: Any = None  # what the step calls: the loss module, DDP-wrapped across ranks
+
+
+class LossModule(torch.nn.Module):
+    """``batch -> (summed loss, trained tokens)`` as a module, so that DDP sees the forward."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_loss(self.model, batch)
+
+
+def _step_module(model: Any, info: DistInfo, device: torch.device) -> Any:
+    module = LossModule(model)
+    if not info.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
 
 
 # ----------------------------------------------------------------------------- set up
@@ -104,44 +139,37 @@ def _build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
     return model
 
 
-def _total_steps(cfg: SFTConfig, n_train: int) -> int:
+def _total_steps(cfg: SFTConfig, n_train: int, world: int = 1) -> int:
     if cfg.train.max_steps is not None:
         return cfg.train.max_steps
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
+    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
     return max(1, math.ceil(cfg.train.epochs * n_train / per_step))
 
 
 def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
-    device = pick_device(cfg.train.device)
-    run_dir = new_run_dir(cfg)
+    info = init_distributed(cfg.train.device)
+    device = pick_device(rank_device(info, cfg.train.device))
+    run_dir = new_run_dir(cfg) if info.is_main else None
+    run_dir = broadcast_object(run_dir, info)
+    if info.is_main:  # a GGUF is converted once, by rank 0, before the others read the cache
+        resolve_model(cfg.model.name_or_path)
+    barrier(info)
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg.data, tokenizer)
     if not skip_preflight and (failures := preflight_failures(cfg, tokenizer, data)):
         raise PreflightError(failures)  # `tunesmith doctor` explains; --skip-preflight overrides
-    write_jsonl(run_dir / "rejects.jsonl", data.rejects)
-    write_jsonl(run_dir / "data" / "val.jsonl", [e.to_json() for e in data.val.examples])
+    if info.is_main:
+        write_jsonl(run_dir / "rejects.jsonl", data.rejects)
+        write_jsonl(run_dir / "data" / "val.jsonl", [e.to_json() for e in data.val.examples])
     rows = make_rows(data.train.encoded, cfg.data.packing, cfg.data.max_length)
     data.stats["train_rows"] = len(rows)
     model = _build_model(cfg, model_path, device)
     trainable, total = parameter_counts(model)
     files = data_files(cfg.data)
-    write_run_files(
-        run_dir,
-        cfg,
-        files,
-        {
-            "base_model": str(model_path),
-            "data": data.stats,
-            "trainable_params": trainable,
-            "total_params": total,
-        },
-    )
-    print(
-        f"[tunesmith] run dir {run_dir}\n[tunesmith] trainable params {trainable:,} / {total:,}"
-        f" ({100 * trainable / total:.3f}%); data {data.stats}",
-        flush=True,
-    )
+    if info.is_main:
+        _announce(run_dir, cfg, files, model_path, data.stats, trainable, total, info)
+    barrier(info)
     return Setup(
         cfg=cfg,
         run_dir=run_dir,
@@ -151,7 +179,39 @@ def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
         tokenizer=tokenizer,
         data=data,
         rows=rows,
-        total_steps=_total_steps(cfg, len(rows)),
+        total_steps=_total_steps(cfg, len(rows), info.world),
+        dist=info,
+        step_module=_step_module(model, info, device),
+    )
+
+
+def _announce(
+    run_dir: Path,
+    cfg: SFTConfig,
+    files: list[str],
+    model_path: Path,
+    stats: dict[str, Any],
+    trainable: int,
+    total: int,
+    info: DistInfo,
+) -> None:
+    """Write config.yaml and env.json, and say what will be trained (rank 0 only)."""
+    write_run_files(
+        run_dir,
+        cfg,
+        files,
+        {
+            "base_model": str(model_path),
+            "data": stats,
+            "trainable_params": trainable,
+            "total_params": total,
+            "world_size": info.world,
+        },
+    )
+    print(
+        f"[tunesmith] run dir {run_dir}\n[tunesmith] trainable params {trainable:,} / {total:,}"
+        f" ({100 * trainable / total:.3f}%); processes {info.world}; data {stats}",
+        flush=True,
     )
 
 
@@ -169,13 +229,24 @@ def train_step(
     Each micro-batch's summed loss is divided by the trained-token count N of the whole step, so
     the gradient is that of the token-mean loss over the step, however it is split.
     """
-    n_step = sum(int((mb["labels"][:, 1:] != IGNORE_INDEX).sum()) for mb in micro_batches)
+    info = s.dist
+    n_step = all_reduce_sum(
+        sum(float((mb["labels"][:, 1:] != IGNORE_INDEX).sum()) for mb in micro_batches),
+        info,
+        s.device,
+    )
+    # DDP averages gradients over ranks; scaling by the world size makes the result the gradient
+    # of (sum of every rank's token losses) / (every rank's trained tokens).
+    scale = info.world / max(n_step, 1.0)
     total = 0.0
-    for mb in micro_batches:
+    for i, mb in enumerate(micro_batches):
         mb = {k: v.to(s.device) for k, v in mb.items()}
-        with autocast(s.precision, s.device):
-            loss_sum, _ = forward_loss(s.model, mb)
-        (loss_sum / max(n_step, 1)).backward()
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or not info.enabled else s.step_module.no_sync()
+        with sync:
+            with autocast(s.precision, s.device):
+                loss_sum, _ = s.step_module(mb)
+            (loss_sum * scale).backward()
         total += loss_sum.item()
     params = [p for p in s.model.parameters() if p.requires_grad]
     max_norm = s.cfg.optim.max_grad_norm or math.inf
@@ -184,14 +255,19 @@ def train_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {
-        "loss": total / max(n_step, 1),
-        "grad_norm": grad_norm,
-        "lr": lr,
-        "trained_tokens": float(n_step),
+    counts = {
+        "loss_sum": total,
         "real_tokens": float(sum(_real_tokens(mb) for mb in micro_batches)),
         "slots": float(sum(mb["input_ids"].numel() for mb in micro_batches)),
         "rows": float(sum(mb["input_ids"].size(0) for mb in micro_batches)),
+    }
+    counts = {k: all_reduce_sum(v, info, s.device) for k, v in counts.items()}
+    return {
+        "loss": counts.pop("loss_sum") / max(n_step, 1.0),
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "trained_tokens": n_step,
+        **counts,
     }
 
 
@@ -215,10 +291,15 @@ def _restore(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any) -> Trai
     saved = ckpt.load_state(path)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    ckpt.set_rng_state(saved["rng"])
+    rngs = saved["rng"]
+    if len(rngs) != s.dist.world:
+        raise ValueError(f"{path} was written by {len(rngs)} process(es); resume it with as many")
+    ckpt.set_rng_state(rngs[s.dist.rank])
     state = TrainState(**saved["train"])
     metrics_path = s.run_dir / "metrics.jsonl"
-    if metrics_path.is_file():  # drop lines written after the checkpoint by the crashed run
+    if (
+        s.dist.is_main and metrics_path.is_file()
+    ):  # drop lines written after the checkpoint by the crashed run
         kept = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= step]
         write_jsonl(metrics_path, kept)
     print(f"[tunesmith] resumed from {path} (step {step})", flush=True)
@@ -249,7 +330,8 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
     if result["loss"] < state.best_val_loss:
         state.best_val_loss, state.best_step = result["loss"], state.step
         state.evals_without_improvement = 0
-        _save_export(s, s.run_dir / "best")
+        if s.dist.is_main:
+            _save_export(s, s.run_dir / "best")
     else:
         state.evals_without_improvement += 1
     patience = s.cfg.train.early_stopping_patience
@@ -305,23 +387,32 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
     state = _restore(s, optimizer, scheduler) if cfg.train.resume else TrainState()
     encoded, pad_id = s.data.train.encoded, s.tokenizer.pad_token_id
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
+    info = s.dist
+    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * info.world
+    # One step = grad_accum rounds of (micro_batch_size x world) items; each rank takes its share.
     batches = step_batches(
         len(s.rows),
         cfg.train.seed,
-        cfg.train.micro_batch_size,
+        cfg.train.micro_batch_size * info.world,
         cfg.train.grad_accum,
         start_step=state.step,
     )
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
-    log = MetricsLog(s.run_dir / "metrics.jsonl")
-    bar = tqdm(total=s.total_steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
+    log = MetricsLog(s.run_dir / "metrics.jsonl") if info.is_main else NullLog()
+    bar = tqdm(
+        total=s.total_steps,
+        initial=state.step,
+        desc="sft",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not info.is_main,
+    )
     fill = {"real_tokens": 0.0, "slots": 0.0, "rows": 0.0}
     stopped_early, last_loss = False, None
     while state.step < s.total_steps and not stopped_early:
         t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted
         micro = [
-            collate_rows([s.rows[i] for i in mb], encoded, pad_id, cfg.data.packing)
+            collate_rows([s.rows[i] for i in shard(mb, info)], encoded, pad_id, cfg.data.packing)
             for mb in next(batches)
         ]
         m = train_step(s, optimizer, scheduler, micro)
@@ -339,20 +430,25 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         if _due(state.step, cfg.train.eval_every, s.total_steps):
             stopped_early = _evaluate(s, state, log)
         if _due(state.step, cfg.train.save_every, s.total_steps):
-            ckpt.save_checkpoint(
-                s.run_dir,
-                state.step,
-                s.model,
-                optimizer,
-                scheduler,
-                asdict(state),
-                cfg.train.keep_last,
-            )
+            rngs = gather_objects(ckpt.rng_state(), info)
+            if info.is_main:
+                ckpt.save_checkpoint(
+                    s.run_dir,
+                    state.step,
+                    s.model,
+                    optimizer,
+                    scheduler,
+                    asdict(state),
+                    cfg.train.keep_last,
+                    rng=rngs,
+                )
+            barrier(info)
         if crash_after and state.step == crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     final = s.run_dir / "final"
-    _save_export(s, final)
+    if info.is_main:
+        _save_export(s, final)
     val = (
         evaluate_loss(
             s.model, s.data.val.encoded, pad_id, s.device, s.precision, cfg.train.micro_batch_size
@@ -362,6 +458,8 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     )
     log.write({"step": state.step, "split": "final", "val_loss": val})
     log.close()
+    barrier(info)
+    shutdown(info)
     return RunResult(
         run_dir=s.run_dir,
         final_dir=final,

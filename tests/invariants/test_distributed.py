@@ -1,0 +1,66 @@
+"""Data parallel (torchrun, DDP over gloo on CPU) follows the single-process trajectory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers.runs import step_losses, write_chat_data, write_config
+from tunesmith.methods.sft import CRASH_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(config: Path, nproc: int, *args: str, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "tunesmith", "train", str(config), *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "tunesmith", "train", str(config), *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, tiny_llama: Path,
+                                                            accum: int) -> None:
+    data = write_chat_data(tmp_path / "d.jsonl", n=40)
+    cfg = write_config(tmp_path, tiny_llama, data, train={"max_steps": 4, "eval_every": 2,
+                                                          "grad_accum": accum},
+                       optim={"lr": 1e-2})
+    one = _run(cfg, 1, "train.micro_batch_size=4", "train.run_name=one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _run(cfg, 2, "train.micro_batch_size=2", "train.run_name=two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    runs = tmp_path / "runs"
+    for a, b in zip(step_losses(runs / "one"), step_losses(runs / "two"), strict=True):
+        assert abs(a - b) < 1e-4
+    wa = load_file(str(runs / "one/final/adapter_model.safetensors"))
+    wb = load_file(str(runs / "two/final/adapter_model.safetensors"))
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-4), key
+
+
+def test_ddp_resume_continues_exactly(tmp_path: Path, tiny_llama: Path) -> None:
+    data = write_chat_data(tmp_path / "d.jsonl", n=24)
+    cfg = write_config(tmp_path, tiny_llama, data, lora={"dropout": 0.1},
+                       train={"max_steps": 6, "save_every": 2, "micro_batch_size": 2},
+                       optim={"lr": 1e-2})
+    assert _run(cfg, 2, "train.run_name=whole").returncode == 0
+    crashed = _run(cfg, 2, "train.run_name=crashed", env={CRASH_ENV: "3"})
+    assert crashed.returncode != 0
+    resumed = _run(cfg, 2, "train.run_name=crashed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = tmp_path / "runs"
+    whole, again = step_losses(runs / "whole"), step_losses(runs / "crashed")
+    assert len(whole) == len(again) == 6
+    for a, b in zip(whole, again, strict=True):
+        assert abs(a - b) < 1e-6
