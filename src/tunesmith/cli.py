@@ -18,9 +18,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tunesmith.data.records import DataError
     from tunesmith.data.templates import ChatTemplateError
+    from tunesmith.doctor.preflight import PreflightError
     from tunesmith.models import ModelError
 
-    return (*USER_ERRORS, DataError, ModelError, ChatTemplateError)
+    return (*USER_ERRORS, DataError, ModelError, ChatTemplateError, PreflightError)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -31,8 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     from tunesmith.methods import sft
 
-    runners: dict[str, Callable[[Any], Any]] = {"sft": sft.run}
-    result = runners[cfg.method](cfg)
+    runners: dict[str, Callable[..., Any]] = {"sft": sft.run}
+    result = runners[cfg.method](cfg, skip_preflight=args.skip_preflight)
     print(
         json.dumps(
             {
@@ -48,6 +49,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, list(args.overrides))
+    from tunesmith.doctor.report import run_doctor
+
+    html = Path(args.html) if args.html else None
+    return run_doctor(cfg, html_path=html, n_examples=args.examples, use_model=not args.no_model)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -202,6 +211,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prep(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_model
+    from tunesmith.prep import PrepConfig, run_prep
+
+    cfg = load_model(PrepConfig, args.config, list(args.overrides))
+    print(json.dumps(run_prep(cfg).summary(), indent=2))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -228,13 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", help="key.sub=value")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--skip-preflight", action="store_true", help="train even if a pre-flight check FAILs"
+    )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("doctor", help="pre-flight checks and rendered examples for a config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.sub=value")
+    p.add_argument("--html", help="report path (default: <train.output_dir>/doctor-<time>.html)")
+    p.add_argument("--examples", type=int, default=3, help="examples to render")
+    p.add_argument("--no-model", action="store_true", help="skip the checks that run the model")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("validate", help="check a config without training")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--show", action="store_true", help="print the resolved config")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prep", help="dedup, filter, scrub PII and split raw data, with a report")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.sub=value")
+    p.set_defaults(func=cmd_prep)
 
     sub.add_parser("ls", help="list shipped recipes").set_defaults(func=cmd_ls)
 

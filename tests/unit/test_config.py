@@ -81,9 +81,12 @@ def test_top_layers_needs_full(tmp_path: Path) -> None:
 
 
 def test_every_shipped_recipe_validates() -> None:
+    """Training recipes validate as training configs; configs/prep/ holds `tunesmith prep`
+    recipes, validated by the prep tests."""
     recipes = sorted(recipes_dir().rglob("*.yaml"))
     assert recipes, "no recipes found"
     for path in recipes:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# tunesmith "), f"{path}: first line must be the command"
-        load_config(path)
+        if path.relative_to(recipes_dir()).parts[0] != "prep":
+            load_config(path)

@@ -1,0 +1,24 @@
+"""Pre-flight checks: is the training pipeline feeding the model what we think it is?
+
+``tunesmith doctor CONFIG`` (:func:`tunesmith.doctor.report.run_doctor`) renders examples with
+their loss masks and runs every check; ``tunesmith train`` runs the cheap ones
+(:func:`preflight_failures`) and refuses to start on a FAIL unless given ``--skip-preflight``.
+
+The checks, in report order:
+
+1. ``end-of-turn``: every trained reply ends with EOS / the end-of-turn token;
+2. ``bos``: no sequence starts with a doubled BOS;
+3. ``padding``: padding carries the ignore label and no attention, trained EOS survive (pad == EOS);
+4. ``padding-side``: training pads right, generation pads left;
+5. ``template``: the chat template saved for serving renders exactly as training did;
+6. ``truncation``: share of examples truncated, dropped or left with no trained token;
+7. ``packing``: a packed example's logits equal its logits alone (runs the model);
+8. ``lengths``: the length distribution against ``data.max_length``.
+
+This package's ``__init__`` imports nothing that imports ``methods/`` (which imports it).
+"""
+
+from tunesmith.doctor.checks import Check
+from tunesmith.doctor.preflight import PreflightError, cheap_checks, preflight_failures
+
+__all__ = ["Check", "PreflightError", "cheap_checks", "preflight_failures"]
