@@ -178,6 +178,11 @@ class TrainSection(Section):
         "(AVX-512 BF16 / AMX), fp32 otherwise.",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "
+        "shards weights, gradients and optimizer state per decoder layer.",
+    )
     seed: int = 42
     trainable_top_layers: int | None = Field(
         None,

@@ -29,13 +29,18 @@ def _run(config: Path, nproc: int, *args: str, env: dict[str, str] | None = None
                           timeout=600)
 
 
-@pytest.mark.parametrize("accum", [1, 2])
-def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, tiny_llama: Path,
-                                                            accum: int) -> None:
+@pytest.mark.parametrize(
+    ("parallel", "adapter", "accum"),
+    [("ddp", "lora", 1), ("ddp", "lora", 2), ("fsdp", "lora", 2), ("fsdp", "full", 1)],
+)
+def test_two_processes_match_one_with_the_same_global_batch(
+    tmp_path: Path, tiny_llama: Path, parallel: str, adapter: str, accum: int
+) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=40)
-    cfg = write_config(tmp_path, tiny_llama, data, train={"max_steps": 4, "eval_every": 2,
-                                                          "grad_accum": accum},
-                       optim={"lr": 1e-2})
+    cfg = write_config(tmp_path, tiny_llama, data, adapter={"type": adapter},
+                       train={"max_steps": 4, "eval_every": 2, "grad_accum": accum,
+                              "parallel": parallel},
+                       optim={"lr": 1e-2 if adapter == "lora" else 1e-3})
     one = _run(cfg, 1, "train.micro_batch_size=4", "train.run_name=one")
     assert one.returncode == 0, one.stderr[-2000:]
     two = _run(cfg, 2, "train.micro_batch_size=2", "train.run_name=two")
@@ -43,16 +48,21 @@ def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, tiny
     runs = tmp_path / "runs"
     for a, b in zip(step_losses(runs / "one"), step_losses(runs / "two"), strict=True):
         assert abs(a - b) < 1e-4
-    wa = load_file(str(runs / "one/final/adapter_model.safetensors"))
-    wb = load_file(str(runs / "two/final/adapter_model.safetensors"))
+    name = "adapter_model.safetensors" if adapter == "lora" else "model.safetensors"
+    wa = load_file(str(runs / "one/final" / name))
+    wb = load_file(str(runs / "two/final" / name))
+    assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-4), key
 
 
-def test_ddp_resume_continues_exactly(tmp_path: Path, tiny_llama: Path) -> None:
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_resume_under_two_processes_continues_exactly(tmp_path: Path, tiny_llama: Path,
+                                                      parallel: str) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=24)
     cfg = write_config(tmp_path, tiny_llama, data, lora={"dropout": 0.1},
-                       train={"max_steps": 6, "save_every": 2, "micro_batch_size": 2},
+                       train={"max_steps": 6, "save_every": 2, "micro_batch_size": 2,
+                              "parallel": parallel},
                        optim={"lr": 1e-2})
     assert _run(cfg, 2, "train.run_name=whole").returncode == 0
     crashed = _run(cfg, 2, "train.run_name=crashed", env={CRASH_ENV: "3"})

@@ -46,9 +46,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def export_model(model: Any, out: Path, tokenizer: Any | None = None) -> None:
-    """Write the model (adapter or full) and optionally the tokenizer with plain save_pretrained."""
-    model.save_pretrained(str(out), safe_serialization=True)
+def export_model(
+    model: Any,
+    out: Path,
+    tokenizer: Any | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write the model (adapter or full) and optionally the tokenizer with plain save_pretrained;
+    ``state_dict`` replaces the model's own tensors (weights gathered from FSDP shards)."""
+    extra = {}
+    if state_dict is not None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        tied = getattr(base, "_tied_weights_keys", None) or {}
+        if getattr(base.config, "tie_word_embeddings", False):
+            # A tied output head is the embedding: saved once, as save_pretrained would.
+            state_dict = {
+                k: v for k, v in state_dict.items() if not any(k.endswith(t) for t in tied)
+            }
+        extra["state_dict"] = state_dict
+    model.save_pretrained(str(out), safe_serialization=True, **extra)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
 
@@ -75,21 +91,24 @@ def save_checkpoint(
     run_dir: Path,
     step: int,
     model: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     train_state: dict[str, Any],
     keep_last: int,
     rng: list[dict[str, Any]] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    staging: Path | None = None,
 ) -> Path:
     """Write ``checkpoints/step-N`` atomically; ``rng`` holds every rank's RNG state (default:
-    this process's alone)."""
+    this process's alone). ``optimizer`` None: its state is saved elsewhere (FSDP shards,
+    already in ``staging``)."""
     final = run_dir / "checkpoints" / f"step-{step}"
-    tmp = atomic_dir(final)
+    tmp = staging or atomic_dir(final)
     try:
-        export_model(model, tmp)
+        export_model(model, tmp, state_dict=state_dict)
         torch.save(
             {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "scheduler": scheduler.state_dict(),
                 "rng": rng if rng is not None else [rng_state()],
                 "train": train_state,

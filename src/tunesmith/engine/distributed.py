@@ -10,8 +10,10 @@ A single process (no ``WORLD_SIZE`` in the environment) runs with no process gro
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -116,3 +118,86 @@ def shard(items: list[Any], info: DistInfo) -> list[Any]:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- wrapping
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The transformer blocks of a causal LM (peft-wrapped or not): FSDP's sharding units."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(base).__name__}: no decoder layers found to shard with FSDP")
+    return list(layers)
+
+
+def wrap_for_training(
+    module: torch.nn.Module, model: Any, info: DistInfo, device: torch.device, parallel: str
+) -> torch.nn.Module:
+    """``module`` (which calls ``model``) as the step runs it: alone, DDP-replicated, or FSDP2
+    (``fully_shard`` on every decoder layer, then on the root: parameters, gradients and
+    optimizer state are sharded across ranks and gathered layer by layer)."""
+    if not info.enabled:
+        return module
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in decoder_layers(model):
+            fully_shard(layer)
+        fully_shard(module)
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def is_fsdp(module: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def grad_sync(module: Any, on: bool) -> contextlib.AbstractContextManager[None]:
+    """Gradient accumulation: skip the cross-rank gradient reduction until the last micro-batch."""
+    if is_fsdp(module):
+        module.set_requires_gradient_sync(on)
+        return contextlib.nullcontext()
+    if not on and hasattr(module, "no_sync"):
+        return module.no_sync()
+    return contextlib.nullcontext()
+
+
+def full_state_dict(module: Any, prefix: str = "model.") -> dict[str, torch.Tensor] | None:
+    """FSDP: the whole model's weights gathered to CPU on rank 0 (a collective: every rank must
+    call it; other ranks get an empty dict). Not sharded: None, save the model directly."""
+    if not is_fsdp(module):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    sd = get_model_state_dict(
+        module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    return {k.removeprefix(prefix): v for k, v in sd.items()}
+
+
+def save_sharded(module: Any, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Each rank writes its own shard of the weights and optimizer state (torch DCP)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
+
+
+def load_sharded(module: Any, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(
+        module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )

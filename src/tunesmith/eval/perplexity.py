@@ -27,8 +27,12 @@ def evaluate_loss(
     device: torch.device,
     precision: str = "fp32",
     batch_size: int = 8,
+    loss_module: Any = None,
 ) -> dict[str, float]:
-    """Token-weighted mean loss and perplexity of ``model`` over ``encoded`` examples."""
+    """Token-weighted mean loss and perplexity of ``model`` over ``encoded`` examples.
+
+    ``loss_module`` (``batch -> (loss sum, tokens)``), when given, runs the forward instead: the
+    training wrapper, which FSDP needs to gather sharded weights."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -38,7 +42,7 @@ def evaluate_loss(
         batch = collate(ordered[start : start + batch_size], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
-            loss_sum, n = forward_loss(model, batch)
+            loss_sum, n = loss_module(batch) if loss_module else forward_loss(model, batch)
         total += loss_sum.item()
         count += int(n)
     model.train(was_training)
@@ -53,6 +57,7 @@ def evaluate_split(
     device: torch.device,
     precision: str = "fp32",
     batch_size: int = 8,
+    loss_module: Any = None,
 ) -> dict[str, Any]:
     """Loss and perplexity over a whole split, and the loss of each task tag on its own.
 
@@ -63,7 +68,7 @@ def evaluate_split(
     for ex, enc in zip(split.examples, split.encoded, strict=True):
         groups.setdefault(str(ex.meta.get("tag", "")), []).append(enc)
     per = {
-        tag: evaluate_loss(model, encs, pad_id, device, precision, batch_size)
+        tag: evaluate_loss(model, encs, pad_id, device, precision, batch_size, loss_module)
         for tag, encs in sorted(groups.items())
     }
     tokens = sum(r["tokens"] for r in per.values())

@@ -11,7 +11,6 @@ The algorithm, top to bottom:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -43,11 +42,17 @@ from tunesmith.engine.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_object,
+    full_state_dict,
     gather_objects,
+    grad_sync,
     init_distributed,
+    is_fsdp,
+    load_sharded,
     rank_device,
+    save_sharded,
     shard,
     shutdown,
+    wrap_for_training,
 )
 from tunesmith.engine.forward import forward_loss
 from tunesmith.engine.metrics import MetricsLog, NullLog, read_metrics
@@ -110,14 +115,8 @@ class LossModule(torch.nn.Module):
         return forward_loss(self.model, batch)
 
 
-def _step_module(model: Any, info: DistInfo, device: torch.device) -> Any:
-    module = LossModule(model)
-    if not info.enabled:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+def _step_module(model: Any, info: DistInfo, device: torch.device, parallel: str = "ddp") -> Any:
+    return wrap_for_training(LossModule(model), model, info, device, parallel)
 
 
 # ----------------------------------------------------------------------------- set up
@@ -181,7 +180,7 @@ def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
         rows=rows,
         total_steps=_total_steps(cfg, len(rows), info.world),
         dist=info,
-        step_module=_step_module(model, info, device),
+        step_module=_step_module(model, info, device, cfg.train.parallel),
     )
 
 
@@ -241,16 +240,15 @@ def train_step(
     total = 0.0
     for i, mb in enumerate(micro_batches):
         mb = {k: v.to(s.device) for k, v in mb.items()}
-        last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last or not info.enabled else s.step_module.no_sync()
-        with sync:
+        with grad_sync(s.step_module, on=i == len(micro_batches) - 1):
             with autocast(s.precision, s.device):
                 loss_sum, _ = s.step_module(mb)
             (loss_sum * scale).backward()
         total += loss_sum.item()
     params = [p for p in s.model.parameters() if p.requires_grad]
     max_norm = s.cfg.optim.max_grad_norm or math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
@@ -287,9 +285,12 @@ def _restore(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any) -> Trai
         print(f"[tunesmith] no checkpoint in {s.run_dir}; starting from step 0", flush=True)
         return TrainState()
     step, path = found[-1]
-    ckpt.load_trainable(s.model, path)
     saved = ckpt.load_state(path)
-    optimizer.load_state_dict(saved["optimizer"])
+    if is_fsdp(s.step_module):
+        load_sharded(s.step_module, optimizer, path / "sharded")
+    else:
+        ckpt.load_trainable(s.model, path)
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     rngs = saved["rng"]
     if len(rngs) != s.dist.world:
@@ -317,6 +318,7 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
         s.device,
         s.precision,
         batch_size=s.cfg.train.micro_batch_size,
+        loss_module=s.step_module,
     )
     record = {
         "step": state.step,
@@ -330,8 +332,7 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
     if result["loss"] < state.best_val_loss:
         state.best_val_loss, state.best_step = result["loss"], state.step
         state.evals_without_improvement = 0
-        if s.dist.is_main:
-            _save_export(s, s.run_dir / "best")
+        _save_export(s, s.run_dir / "best")
     else:
         state.evals_without_improvement += 1
     patience = s.cfg.train.early_stopping_patience
@@ -339,15 +340,48 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
 
 
 def _save_export(s: Setup, out: Path) -> None:
-    """A directory that loads with plain transformers / peft, tokenizer and template included."""
+    """A directory that loads with plain transformers / peft, tokenizer and template included.
+    Every rank calls it (FSDP gathers the weights); rank 0 writes."""
+    weights = full_state_dict(s.step_module)
+    if not s.dist.is_main:
+        return
     s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
     tmp = ckpt.atomic_dir(out)
     try:
-        ckpt.export_model(s.model, tmp, s.tokenizer)
+        ckpt.export_model(s.model, tmp, s.tokenizer, state_dict=weights)
         (tmp / "tunesmith_config.yaml").write_text((s.run_dir / "config.yaml").read_text())
         ckpt.commit_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _checkpoint(
+    s: Setup, state: TrainState, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> None:
+    """``checkpoints/step-N``, atomically. FSDP: every rank adds its shard of the weights and
+    optimizer state under ``sharded/`` and rank 0 the gathered weights for plain loading."""
+    info, fsdp = s.dist, is_fsdp(s.step_module)
+    rngs = gather_objects(ckpt.rng_state(), info)
+    weights = full_state_dict(s.step_module)
+    final = s.run_dir / "checkpoints" / f"step-{state.step}"
+    staging = broadcast_object(ckpt.atomic_dir(final) if info.is_main else None, info)
+    if fsdp:
+        save_sharded(s.step_module, optimizer, staging / "sharded")
+    barrier(info)
+    if info.is_main:
+        ckpt.save_checkpoint(
+            s.run_dir,
+            state.step,
+            s.model,
+            None if fsdp else optimizer,
+            scheduler,
+            asdict(state),
+            s.cfg.train.keep_last,
+            rng=rngs,
+            state_dict=weights,
+            staging=staging,
+        )
+    barrier(info)
 
 
 def _epoch_summary(
@@ -430,28 +464,21 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         if _due(state.step, cfg.train.eval_every, s.total_steps):
             stopped_early = _evaluate(s, state, log)
         if _due(state.step, cfg.train.save_every, s.total_steps):
-            rngs = gather_objects(ckpt.rng_state(), info)
-            if info.is_main:
-                ckpt.save_checkpoint(
-                    s.run_dir,
-                    state.step,
-                    s.model,
-                    optimizer,
-                    scheduler,
-                    asdict(state),
-                    cfg.train.keep_last,
-                    rng=rngs,
-                )
-            barrier(info)
+            _checkpoint(s, state, optimizer, scheduler)
         if crash_after and state.step == crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     final = s.run_dir / "final"
-    if info.is_main:
-        _save_export(s, final)
+    _save_export(s, final)
     val = (
         evaluate_loss(
-            s.model, s.data.val.encoded, pad_id, s.device, s.precision, cfg.train.micro_batch_size
+            s.model,
+            s.data.val.encoded,
+            pad_id,
+            s.device,
+            s.precision,
+            cfg.train.micro_batch_size,
+            loss_module=s.step_module,
         )["loss"]
         if s.data.val.encoded
         else None
