@@ -6,10 +6,12 @@ in input order, so "the first occurrence is kept" is simply "the smallest id win
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from tunesmith.config import ConfigError
 from tunesmith.prep.config import PrepConfig
 from tunesmith.prep.dedup import SignatureStore, first_of_group, near_pairs
 from tunesmith.prep.ledger import KEPT, REFERENCE, Records, rule_code
@@ -76,6 +78,19 @@ def near_duplicates(
     return links, len(later)
 
 
+def _check_tags(cap: dict[str, int], seen: list[str]) -> None:
+    """A cap for a tag no record carries is a typo, not a no-op."""
+    known = sorted(t for t in seen if t)
+    for tag in cap:
+        if tag not in known:
+            close = difflib.get_close_matches(tag, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"field 'balance.cap_per_tag.{tag}': unknown tag '{tag}'{hint} "
+                f"(tags in the data: {', '.join(known) or 'none'})"
+            )
+
+
 def decide(
     records: Records,
     item_rid: np.ndarray,
@@ -95,6 +110,8 @@ def decide(
         links += near_links
     kept = np.flatnonzero(records.status == KEPT)
     cap = cfg.balance.cap_per_tag
+    if isinstance(cap, dict):
+        _check_tags(cap, records.tags)
     if cap is not None:
         capped = cap_per_tag(kept, records.tag[kept], records.tags, cap, cfg.splits.seed)
         records.status[capped] = rule_code("cap")
