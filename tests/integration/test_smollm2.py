@@ -48,8 +48,9 @@ def test_real_model_masks_and_a_few_lora_steps(tmp_path: Path) -> None:
     assert (run / "final" / "adapter_model.safetensors").is_file()
 
 
-def test_gguf_file_converts_to_a_cached_safetensors_dir(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gguf_file_converts_to_a_cached_safetensors_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     import torch

@@ -17,16 +17,26 @@ from tunesmith.methods.sft import CRASH_ENV
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(config: Path, nproc: int, *args: str, env: dict[str, str] | None = None
-         ) -> subprocess.CompletedProcess[str]:
+def _run(
+    config: Path, nproc: int, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     if nproc == 1:
         cmd = [sys.executable, "-m", "tunesmith", "train", str(config), *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "tunesmith", "train", str(config), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "tunesmith",
+            "train",
+            str(config),
+            *args,
+        ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(
@@ -37,10 +47,14 @@ def test_two_processes_match_one_with_the_same_global_batch(
     tmp_path: Path, tiny_llama: Path, parallel: str, adapter: str, accum: int
 ) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=40)
-    cfg = write_config(tmp_path, tiny_llama, data, adapter={"type": adapter},
-                       train={"max_steps": 4, "eval_every": 2, "grad_accum": accum,
-                              "parallel": parallel},
-                       optim={"lr": 1e-2 if adapter == "lora" else 1e-3})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        data,
+        adapter={"type": adapter},
+        train={"max_steps": 4, "eval_every": 2, "grad_accum": accum, "parallel": parallel},
+        optim={"lr": 1e-2 if adapter == "lora" else 1e-3},
+    )
     one = _run(cfg, 1, "train.micro_batch_size=4", "train.run_name=one")
     assert one.returncode == 0, one.stderr[-2000:]
     two = _run(cfg, 2, "train.micro_batch_size=2", "train.run_name=two")
@@ -57,13 +71,18 @@ def test_two_processes_match_one_with_the_same_global_batch(
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_resume_under_two_processes_continues_exactly(tmp_path: Path, tiny_llama: Path,
-                                                      parallel: str) -> None:
+def test_resume_under_two_processes_continues_exactly(
+    tmp_path: Path, tiny_llama: Path, parallel: str
+) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=24)
-    cfg = write_config(tmp_path, tiny_llama, data, lora={"dropout": 0.1},
-                       train={"max_steps": 6, "save_every": 2, "micro_batch_size": 2,
-                              "parallel": parallel},
-                       optim={"lr": 1e-2})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        data,
+        lora={"dropout": 0.1},
+        train={"max_steps": 6, "save_every": 2, "micro_batch_size": 2, "parallel": parallel},
+        optim={"lr": 1e-2},
+    )
     assert _run(cfg, 2, "train.run_name=whole").returncode == 0
     crashed = _run(cfg, 2, "train.run_name=crashed", env={CRASH_ENV: "3"})
     assert crashed.returncode != 0

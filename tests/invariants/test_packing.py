@@ -109,8 +109,10 @@ def test_chunked_head_loss_equals_full_logits(request: pytest.FixtureRequest, ar
     model_dir = request.getfixturevalue("tiny_llama" if arch == "llama" else "tiny_gemma")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0,
-                                            init_lora_weights=False))
+    model = get_peft_model(
+        base,
+        LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False),
+    )
     batch = collate(_encoded(tok, n=4), tok.pad_token_id)
     model.zero_grad()
     full, n_full = token_cross_entropy(forward_logits(model, batch), batch["labels"])

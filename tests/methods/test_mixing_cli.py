@@ -13,11 +13,19 @@ def test_multitask_mix_with_replay(tmp_path: Path, tiny_llama: Path) -> None:
     more = write_chat_data(tmp_path / "more.jsonl", n=16, seed=2)
     general = write_chat_data(tmp_path / "general.jsonl", n=20, seed=3)
     cfg = write_config(
-        tmp_path, tiny_llama, add,
-        data={"train": [{"path": str(add), "tag": "add", "weight": 0.5},
-                        {"path": str(more), "tag": "more", "count": 10}],
-              "replay": {"path": str(general), "fraction": 0.2}, "val_fraction": 0.25},
-        train={"max_steps": 3, "eval_every": 3})
+        tmp_path,
+        tiny_llama,
+        add,
+        data={
+            "train": [
+                {"path": str(add), "tag": "add", "weight": 0.5},
+                {"path": str(more), "tag": "more", "count": 10},
+            ],
+            "replay": {"path": str(general), "fraction": 0.2},
+            "val_fraction": 0.25,
+        },
+        train={"max_steps": 3, "eval_every": 3},
+    )
     run = train(cfg)
     env = json.loads((run / "env.json").read_text())
     assert env["data"]["mix"] == {"add": 12, "more": 10, "replay": 6}

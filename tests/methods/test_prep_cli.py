@@ -195,10 +195,18 @@ def test_report_renders_in_headless_chromium(example_run: Path, tmp_path: Path) 
     assert 'data-label="near_duplicate"' in dom
 
 
-def test_cap_for_an_unknown_tag_is_named(capsys: pytest.CaptureFixture[str],
-                                          tmp_path: Path) -> None:
-    code = main(["prep", RECIPE, f"output_dir={tmp_path / 'o'}", "progress=false",
-                 "balance.cap_per_tag={mathh: 3, code: 2}"])
+def test_cap_for_an_unknown_tag_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "prep",
+            RECIPE,
+            f"output_dir={tmp_path / 'o'}",
+            "progress=false",
+            "balance.cap_per_tag={mathh: 3, code: 2}",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "balance.cap_per_tag.mathh" in err and "did you mean 'math'" in err

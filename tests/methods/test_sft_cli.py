@@ -168,8 +168,12 @@ def test_models_lists_aliases_and_converts_a_dir(
 
 
 def test_bf16_autocast_trains(tmp_path: Path, tiny_llama: Path) -> None:
-    cfg = write_config(tmp_path, tiny_llama, write_chat_data(tmp_path / "d.jsonl"),
-                       train={"max_steps": 8, "precision": "bf16"})
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        write_chat_data(tmp_path / "d.jsonl"),
+        train={"max_steps": 8, "precision": "bf16"},
+    )
     run = train(cfg)
     losses = step_losses(run)
     assert sum(losses[-2:]) < sum(losses[:2])
@@ -185,9 +189,12 @@ def test_precision_resolution() -> None:
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
 
 
-def test_chat_keeps_the_conversation(tmp_path: Path, tiny_llama: Path,
-                                     monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_chat_keeps_the_conversation(
+    tmp_path: Path,
+    tiny_llama: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import io
 
     from tunesmith import generation

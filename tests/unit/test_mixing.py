@@ -39,8 +39,12 @@ def test_replay_fraction() -> None:
 def _write(path: Path, n: int, word: str, tag: str | None = None) -> str:
     with path.open("w") as fh:
         for i in range(n):
-            row = {"messages": [{"role": "user", "content": f"{word} {i}"},
-                                {"role": "assistant", "content": f"{word} reply {i}"}]}
+            row = {
+                "messages": [
+                    {"role": "user", "content": f"{word} {i}"},
+                    {"role": "assistant", "content": f"{word} reply {i}"},
+                ]
+            }
             if tag:
                 row["task"] = tag
             fh.write(json.dumps(row) + "\n")
@@ -62,8 +66,10 @@ def test_weights_counts_and_replay(tmp_path: Path, tiny_tokenizer) -> None:
     a = _write(tmp_path / "a.jsonl", 20, "alpha")
     b = _write(tmp_path / "b.jsonl", 10, "beta")
     g = _write(tmp_path / "general.jsonl", 50, "general")
-    cfg = _data(train=[{"path": a, "weight": 0.5}, {"path": b, "weight": 3.0}],
-                replay={"path": g, "fraction": 0.2})
+    cfg = _data(
+        train=[{"path": a, "weight": 0.5}, {"path": b, "weight": 3.0}],
+        replay={"path": g, "fraction": 0.2},
+    )
     prepared = prepare_data(cfg, tiny_tokenizer)
     assert prepared.stats["mix"] == {"a": 10, "b": 30, "replay": 10}
     assert _tags(prepared) == {"a": 10, "b": 30, "replay": 10}
@@ -84,8 +90,9 @@ def test_task_temperature_and_per_record_tags(tmp_path: Path, tiny_tokenizer) ->
 def test_validation_is_held_out_per_dataset(tmp_path: Path, tiny_tokenizer) -> None:
     a = _write(tmp_path / "a.jsonl", 40, "alpha")
     b = _write(tmp_path / "b.jsonl", 20, "beta")
-    prepared = prepare_data(DataSection(train=[a, b], val_fraction=0.25, max_length=64),
-                            tiny_tokenizer)
+    prepared = prepare_data(
+        DataSection(train=[a, b], val_fraction=0.25, max_length=64), tiny_tokenizer
+    )
     val_tags = [e.meta["tag"] for e in prepared.val.examples]
     assert val_tags.count("a") == 10 and val_tags.count("b") == 5
     held = {(e.source, e.line) for e in prepared.val.examples}
@@ -108,5 +115,6 @@ def test_bad_mixing_input_is_named(tmp_path: Path, tiny_tokenizer) -> None:
     with pytest.raises(ConfigError, match=r"did you mean 'data\.train\.0\.weight'"):
         load_config(cfg)
     with pytest.raises(ConfigError, match="task_temperature sets the mix"):
-        load_config(None, base={"data": {"train": [{"path": a, "weight": 2}],
-                                         "task_temperature": 2}})
+        load_config(
+            None, base={"data": {"train": [{"path": a, "weight": 2}], "task_temperature": 2}}
+        )
