@@ -178,6 +178,11 @@ class TrainSection(Section):
         "(AVX-512 BF16 / AMX), fp32 otherwise.",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each decoder layer's activations in the backward pass: less "
+        "memory, about a third more compute.",
+    )
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "

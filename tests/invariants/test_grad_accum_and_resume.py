@@ -86,3 +86,17 @@ def test_killed_run_resumes_on_the_same_trajectory(
     wb = load_file(str(crashed / "final" / name))
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-6, rtol=0), key
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory(
+    tmp_path: Path, tiny_llama: Path
+) -> None:
+    data = write_chat_data(tmp_path / "d.jsonl", n=24)
+    cfg = write_config(tmp_path, tiny_llama, data, train={"max_steps": 3}, optim={"lr": 1e-2})
+    a = train(cfg, "train.run_name=plain")
+    b = train(cfg, "train.run_name=ckpt", "train.gradient_checkpointing=true")
+    for la, lb in zip(step_losses(a), step_losses(b), strict=True):
+        assert abs(la - lb) < 1e-6
+    wa = load_file(str(a / "final" / "adapter_model.safetensors"))
+    wb = load_file(str(b / "final" / "adapter_model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)

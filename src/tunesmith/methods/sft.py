@@ -130,6 +130,8 @@ def _build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
         device=device,
         attn_implementation=cfg.model.attn_implementation,
     )
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.adapter.type == "lora":
         model = attach_lora(model, cfg.lora)
     elif cfg.train.trainable_top_layers is not None:
