@@ -410,6 +410,39 @@ def _epoch_summary(
         fill[key] = 0.0
 
 
+def _report_step(
+    s: Setup,
+    step: int,
+    per_step: int,
+    m: dict[str, float],
+    fill: dict[str, float],
+    log: MetricsLog,
+    bar: Any,
+) -> None:
+    """metrics.jsonl, the per-epoch packing summary and the progress bar for one step."""
+    rate = m["trained_tokens"] / max(m["step_seconds"], 1e-9)
+    m["padding_waste"] = 1.0 - m["real_tokens"] / m["slots"]
+    if step % s.cfg.train.log_every == 0 or step == s.total_steps:
+        log.write({"step": step, "split": "train", **m, "tokens_per_s": rate})
+    _epoch_summary(s, step, per_step, m, fill, log)
+    bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{rate:.0f}")
+    bar.update(1)
+
+
+def _final_val_loss(s: Setup) -> float | None:
+    if not s.data.val.encoded:
+        return None
+    return evaluate_loss(
+        s.model,
+        s.data.val.encoded,
+        s.tokenizer.pad_token_id,
+        s.device,
+        s.precision,
+        s.cfg.train.micro_batch_size,
+        loss_module=s.step_module,
+    )["loss"]
+
+
 def _due(step: int, every: int | None, last: int) -> bool:
     return every is not None and (step % every == 0 or step == last)
 
@@ -456,13 +489,7 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         state.tokens += int(m["trained_tokens"])
         last_loss = m["loss"]
         m["step_seconds"] = time.perf_counter() - t0
-        rate = m["trained_tokens"] / max(m["step_seconds"], 1e-9)
-        m["padding_waste"] = 1.0 - m["real_tokens"] / m["slots"]
-        if state.step % cfg.train.log_every == 0 or state.step == s.total_steps:
-            log.write({"step": state.step, "split": "train", **m, "tokens_per_s": rate})
-        _epoch_summary(s, state.step, per_step, m, fill, log)
-        bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{rate:.0f}")
-        bar.update(1)
+        _report_step(s, state.step, per_step, m, fill, log, bar)
         if _due(state.step, cfg.train.eval_every, s.total_steps):
             stopped_early = _evaluate(s, state, log)
         if _due(state.step, cfg.train.save_every, s.total_steps):
@@ -472,19 +499,7 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     bar.close()
     final = s.run_dir / "final"
     _save_export(s, final)
-    val = (
-        evaluate_loss(
-            s.model,
-            s.data.val.encoded,
-            pad_id,
-            s.device,
-            s.precision,
-            cfg.train.micro_batch_size,
-            loss_module=s.step_module,
-        )["loss"]
-        if s.data.val.encoded
-        else None
-    )
+    val = _final_val_loss(s)
     log.write({"step": state.step, "split": "final", "val_loss": val})
     log.close()
     barrier(info)
