@@ -19,9 +19,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunesmith.data.records import DataError
     from tunesmith.data.templates import ChatTemplateError
     from tunesmith.doctor.preflight import PreflightError
+    from tunesmith.merge.common import MergeError
     from tunesmith.models import ModelError
 
-    return (*USER_ERRORS, DataError, ModelError, ChatTemplateError, PreflightError)
+    return (*USER_ERRORS, DataError, ModelError, ChatTemplateError, PreflightError, MergeError)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -220,7 +221,71 @@ def cmd_prep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {"tolerance": args.tolerance, "n_prompts": args.prompts, "device": args.device}
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from tunesmith.merge import merge_adapters, merge_run
+
+    if len(args.runs) == 1 and args.method is None:
+        report = merge_run(args.runs[0], args.out, **_verify_opts(args))
+    else:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+        report = merge_adapters(
+            args.runs, args.method or "linear", weights, args.density, args.out,
+            **_verify_opts(args),
+        )  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from tunesmith.merge import average_run
+
+    print(json.dumps(average_run(args.run, args.last, args.ema, args.out), indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunesmith.merge import export_run
+
+    report = export_run(args.run, args.format, args.out, **_verify_opts(args))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
+
+
+def _add_verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit diff| (fp32)")
+    p.add_argument("--prompts", type=int, default=4, help="verification prompts")
+    p.add_argument("--device", default="auto")
+
+
+def _add_merge_parsers(sub: Any) -> None:
+    p = sub.add_parser("merge", help="fold LoRA adapter(s) into the base; verified")
+    p.add_argument("runs", nargs="+", help="run dir(s); several: merge their adapters")
+    p.add_argument("--method", choices=["linear", "ties", "dare_ties", "dare_linear", "cat", "svd"])
+    p.add_argument("--weights", help="comma-separated, one per run (default: equal)")
+    p.add_argument("--density", type=float, default=None, help="ties/dare: kept fraction")
+    _add_verify_args(p)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("average", help="average the last K checkpoints of a run")
+    p.add_argument("run")
+    p.add_argument("--last", type=int, required=True, help="number of checkpoints (K)")
+    p.add_argument("--ema", type=float, default=None, help="EMA decay instead of uniform")
+    p.add_argument("--out", help="output directory (default: RUN/averaged)")
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("export", help="write a standalone merged model; verified")
+    p.add_argument("run")
+    p.add_argument("--format", choices=["safetensors", "gguf"], default="safetensors")
+    _add_verify_args(p)
+    p.set_defaults(func=cmd_export)
 
 
 def _add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -296,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--output", help="also write the JSON result here")
     p.set_defaults(func=cmd_eval)
+    _add_merge_parsers(sub)
     return parser
 
 
