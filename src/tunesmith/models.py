@@ -146,12 +146,32 @@ def load_tokenizer(path: Path | str) -> PreTrainedTokenizerBase:
 
 
 def load_causal_lm(
-    path: Path | str, *, dtype: torch.dtype, device: torch.device, attn_implementation: str = "sdpa"
+    path: Path | str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    attn_implementation: str = "sdpa",
+    quantization: str = "none",
 ) -> Any:
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, attn_implementation=attn_implementation
+    """A causal LM on ``device``; ``quantization`` nf4/int8 loads the weights quantized by
+    bitsandbytes (placed on ``device`` while loading: quantized models cannot be moved)."""
+    from tunesmith.quantization import check_nf4_shapes, quantization_config
+
+    qconfig = quantization_config(quantization, dtype)
+    if qconfig is None:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, attn_implementation=attn_implementation
+        )
+        return model.to(device)
+    if quantization == "nf4":
+        check_nf4_shapes(AutoConfig.from_pretrained(str(path)), device)
+    return AutoModelForCausalLM.from_pretrained(
+        str(path),
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        quantization_config=qconfig,
+        device_map={"": str(device)},
     )
-    return model.to(device)
 
 
 def describe_model(path: Path) -> dict[str, Any]:
@@ -195,22 +215,31 @@ def find_weights_dir(target: str) -> Path | None:
 
 
 def load_for_inference(
-    target: str, *, use_adapter: bool = True, device: str = "auto", dtype: str = "auto"
+    target: str,
+    *,
+    use_adapter: bool = True,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantization: str = "none",
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """Load a base model, a model dir, or a run dir (with or without its adapter) for inference.
 
     The tokenizer comes from the run's export when there is one, so generation uses the chat
-    template the model was trained with.
+    template the model was trained with. An adapter trained on a quantized base (QLoRA) loads
+    on the full-precision base by default; ``quantization`` nf4/int8 quantizes the base again.
     """
     dev = pick_device(device)
     weights = find_weights_dir(target)
     if weights is not None and (weights / "adapter_config.json").is_file():
         base_path = resolve_model(_adapter_base(weights))
-        model = load_causal_lm(base_path, dtype=load_dtype(dtype, dev), device=dev)
+        model = load_causal_lm(
+            base_path, dtype=load_dtype(dtype, dev), device=dev, quantization=quantization
+        )
         if use_adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(weights)).to(dev)
+            model = PeftModel.from_pretrained(model, str(weights))
+            model = model.to(dev) if quantization == "none" else model  # quantized: placed
         tokenizer = load_tokenizer(weights)
     else:
         path = weights if weights is not None else resolve_model(target)

@@ -109,6 +109,7 @@ def test_bad_data_line_is_named_and_skip_records_it(
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert f"{data}:5" in err and "messages[0].content" in err
+    assert not (tmp_path / "runs" / "run").exists()  # a failed start leaves no run dir
     run = train(cfg, "data.on_error=skip", "train.run_name=skip")
     rejects = [json.loads(x) for x in (run / "rejects.jsonl").read_text().splitlines()]
     assert sorted(r["line"] for r in rejects) == [5, 10]

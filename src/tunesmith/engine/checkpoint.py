@@ -145,7 +145,9 @@ def load_trainable(model: Any, ckpt: Path) -> None:
         from peft import set_peft_model_state_dict
 
         result = set_peft_model_state_dict(model, tensors)
-        unexpected = getattr(result, "unexpected_keys", [])
+        # peft loads a prompt-learning adapter's "prompt_embeddings" into the prompt encoder
+        # itself and still lists the key as unexpected.
+        unexpected = [k for k in getattr(result, "unexpected_keys", []) if k != "prompt_embeddings"]
         if unexpected:
             raise RuntimeError(f"{ckpt}: adapter weights do not fit the model: {unexpected[:3]}")
         return

@@ -40,9 +40,22 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     return kwargs
 
 
+def is_prompt_learning(model: Any) -> bool:
+    """A peft prefix/prompt-tuning model: its forward adds virtual tokens, so it must be called
+    whole (the decoder alone would skip them)."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits [B, T, V] for a collated batch (padded or packed)."""
-    return model(**model_inputs(model, batch)).logits
+    """Logits [B, T, V] for a collated batch (padded or packed).
+
+    Prompt tuning returns logits for the virtual tokens too ([B, n_virtual + T, V]); they come
+    first and are dropped, so position t still predicts input token t + 1.
+    """
+    logits = model(**model_inputs(model, batch)).logits
+    length = batch["input_ids"].size(1)
+    return logits[:, -length:] if logits.size(1) > length else logits
 
 
 # Causal LMs whose forward is exactly: decoder -> output head (-> final logit soft-cap). Others
@@ -66,6 +79,8 @@ HEAD_ONLY_MODELS = frozenset(
 def _parts(model: Any) -> tuple[Any, Any, float | None] | None:
     """(decoder stack, output head, final logit soft-cap) of a causal LM, peft-wrapped or not;
     None when the model is not known to be exactly that."""
+    if is_prompt_learning(model):
+        return None
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "model_type", None) not in HEAD_ONLY_MODELS:
         return None

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import attach_lora, freeze_all_but_top, parameter_counts
+from tunesmith.adapters import attach_adapter, freeze_all_but_top, parameter_counts
 from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import (
     PreparedData,
@@ -62,6 +62,7 @@ from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
 from tunesmith.losses.sft import IGNORE_INDEX
 from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
+from tunesmith.quantization import base_weight_bytes, prepare_quantized, quantization_config
 
 CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process after this step
 
@@ -123,17 +124,22 @@ def _step_module(model: Any, info: DistInfo, device: torch.device, parallel: str
 
 
 def _build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
+    """The base model (quantized when ``model.quantization`` asks), with the adapter that
+    ``adapter.type`` selects or the layers that train in full fine-tuning."""
     torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
     model = load_causal_lm(
         model_path,
         dtype=load_dtype(cfg.model.dtype, device),
         device=device,
         attn_implementation=cfg.model.attn_implementation,
+        quantization=cfg.model.quantization,
     )
-    if cfg.train.gradient_checkpointing:
+    if cfg.model.quantization != "none":
+        model = prepare_quantized(model, cfg.train.gradient_checkpointing)
+    elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.adapter.type == "lora":
-        model = attach_lora(model, cfg.lora)
+    if cfg.adapter.type != "full":
+        model = attach_adapter(model, cfg, str(model_path))
     elif cfg.train.trainable_top_layers is not None:
         freeze_all_but_top(model, cfg.train.trainable_top_layers)
     model.train()
@@ -150,26 +156,23 @@ def _total_steps(cfg: SFTConfig, n_train: int, world: int = 1) -> int:
 def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
     info = init_distributed(cfg.train.device)
     device = pick_device(rank_device(info, cfg.train.device))
+    quantization_config(cfg.model.quantization, torch.float32)  # backend missing: fail first
     run_dir = new_run_dir(cfg) if info.is_main else None
     run_dir = broadcast_object(run_dir, info)
-    if info.is_main:  # a GGUF is converted once, by rank 0, before the others read the cache
-        resolve_model(cfg.model.name_or_path)
-    barrier(info)
-    model_path = resolve_model(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(model_path)
-    data = prepare_data(cfg.data, tokenizer)
-    if not skip_preflight and (failures := preflight_failures(cfg, tokenizer, data)):
-        raise PreflightError(failures)  # `tunesmith doctor` explains; --skip-preflight overrides
+    try:
+        model_path, tokenizer, data, rows, model = _prepare(cfg, info, device, skip_preflight)
+    except BaseException:
+        if info.is_main and not cfg.train.resume and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a refused or failed start leaves no empty run dir behind
+        raise
     if info.is_main:
         write_jsonl(run_dir / "rejects.jsonl", data.rejects)
         write_jsonl(run_dir / "data" / "val.jsonl", [e.to_json() for e in data.val.examples])
-    rows = make_rows(data.train.encoded, cfg.data.packing, cfg.data.max_length)
-    data.stats["train_rows"] = len(rows)
-    model = _build_model(cfg, model_path, device)
     trainable, total = parameter_counts(model)
     files = data_files(cfg.data)
     if info.is_main:
-        _announce(run_dir, cfg, files, model_path, data.stats, trainable, total, info)
+        weights = base_weight_bytes(model)
+        _announce(run_dir, cfg, files, model_path, data.stats, trainable, total, info, weights)
     barrier(info)
     return Setup(
         cfg=cfg,
@@ -186,6 +189,23 @@ def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
     )
 
 
+def _prepare(
+    cfg: SFTConfig, info: DistInfo, device: torch.device, skip_preflight: bool
+) -> tuple[Path, Any, PreparedData, list[tuple[int, ...]], Any]:
+    """Base model, tokenizer, data (pre-flight checked), training rows and the model to train."""
+    if info.is_main:  # a GGUF is converted once, by rank 0, before the others read the cache
+        resolve_model(cfg.model.name_or_path)
+    barrier(info)
+    model_path = resolve_model(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_data(cfg.data, tokenizer)
+    if not skip_preflight and (failures := preflight_failures(cfg, tokenizer, data)):
+        raise PreflightError(failures)  # `tunesmith doctor` explains; --skip-preflight overrides
+    rows = make_rows(data.train.encoded, cfg.data.packing, cfg.data.max_length)
+    data.stats["train_rows"] = len(rows)
+    return model_path, tokenizer, data, rows, _build_model(cfg, model_path, device)
+
+
 def _announce(
     run_dir: Path,
     cfg: SFTConfig,
@@ -195,6 +215,7 @@ def _announce(
     trainable: int,
     total: int,
     info: DistInfo,
+    weight_bytes: int = 0,
 ) -> None:
     """Write config.yaml and env.json, and say what will be trained (rank 0 only)."""
     write_run_files(
@@ -206,12 +227,15 @@ def _announce(
             "data": stats,
             "trainable_params": trainable,
             "total_params": total,
+            "base_weight_bytes": weight_bytes,
+            "quantization": cfg.model.quantization,
             "world_size": info.world,
         },
     )
     print(
         f"[tunesmith] run dir {run_dir}\n[tunesmith] trainable params {trainable:,} / {total:,}"
-        f" ({100 * trainable / total:.3f}%); processes {info.world}; data {stats}",
+        f" ({100 * trainable / total:.3f}%); base weights {weight_bytes:,} bytes"
+        f" (quantization {cfg.model.quantization}); processes {info.world}; data {stats}",
         flush=True,
     )
 
