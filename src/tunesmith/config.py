@@ -227,7 +227,7 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute each decoder layer's activations in the backward pass: less "
-        "memory, about a third more compute.",
+        "memory (SmolLM2 LoRA bf16: 7.4 -> 2.5 GiB), slower steps (~1.5x measured here).",
     )
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp",
