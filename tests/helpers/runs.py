@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,33 @@ def train(config: Path, *overrides: str) -> Path:
 def step_losses(run_dir: Path) -> list[float]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if r.get("split") == "train"]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train_subprocess(
+    config: Path, *args: str, nproc: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tunesmith train`` in a process of its own (so it can be killed), or under
+    ``torchrun`` with ``nproc`` processes (one thread each: two ranks share the 2 cores)."""
+    launch = ["-m", "tunesmith"]
+    extra_env: dict[str, str] = {}
+    if nproc > 1:
+        launch = [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            *launch,
+        ]
+        extra_env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, *launch, "train", str(config), *args]
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **extra_env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers.runs import step_losses, write_chat_data, write_config
+from tests.helpers.runs import step_losses, train_subprocess, write_chat_data, write_config
 from tunesmith.methods.sft import CRASH_ENV
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(
     config: Path, nproc: int, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "tunesmith", "train", str(config), *args]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "-m",
-            "tunesmith",
-            "train",
-            str(config),
-            *args,
-        ]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
+    return train_subprocess(config, *args, nproc=nproc, env=env)
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers.runs import step_losses, train, write_chat_data, write_config
+from tests.helpers.runs import (
+    step_losses,
+    train,
+    train_subprocess,
+    write_chat_data,
+    write_config,
+)
 from tunesmith.methods.sft import CRASH_ENV
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("adapter", ["lora", "full"])
@@ -43,15 +44,7 @@ def test_micro4_acc1_equals_micro1_acc4(tmp_path: Path, tiny_llama: Path, adapte
 
 
 def _cli(config: Path, *args: str, env: dict[str, str] | None = None) -> int:
-    cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config), *args]
-    return subprocess.run(
-        cmd,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    ).returncode
+    return train_subprocess(config, *args, env=env).returncode
 
 
 @pytest.mark.parametrize("adapter", ["lora", "full"])
