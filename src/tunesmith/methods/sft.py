@@ -103,6 +103,7 @@ class Setup:
     total_steps: int
     dist: DistInfo = field(default_factory=DistInfo)
     step_module: Any = None  # what the step calls: the loss module, DDP-wrapped across ranks
+    last_val: tuple[int, float] | None = None  # (step, held-out loss) of the latest evaluation
 
 
 class LossModule(torch.nn.Module):
@@ -355,6 +356,7 @@ def _evaluate(s: Setup, state: TrainState, log: MetricsLog) -> bool:
     if len(result["by_tag"]) > 1:
         record["val_loss_by_tag"] = result["by_tag"]
     log.write(record)
+    s.last_val = (state.step, result["loss"])
     if result["loss"] < state.best_val_loss:
         state.best_val_loss, state.best_step = result["loss"], state.step
         state.evals_without_improvement = 0
@@ -453,9 +455,12 @@ def _report_step(
     bar.update(1)
 
 
-def _final_val_loss(s: Setup) -> float | None:
+def _final_val_loss(s: Setup, step: int) -> float | None:
+    """The held-out loss of the final weights (reused when the last step was just evaluated)."""
     if not s.data.val.encoded:
         return None
+    if s.last_val is not None and s.last_val[0] == step:
+        return s.last_val[1]
     return evaluate_loss(
         s.model,
         s.data.val.encoded,
@@ -523,7 +528,7 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     bar.close()
     final = s.run_dir / "final"
     _save_export(s, final)
-    val = _final_val_loss(s)
+    val = _final_val_loss(s, state.step)
     log.write({"step": state.step, "split": "final", "val_loss": val})
     log.close()
     barrier(info)
