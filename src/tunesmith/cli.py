@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +21,50 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunesmith.data.records import DataError
     from tunesmith.data.templates import ChatTemplateError
     from tunesmith.doctor.preflight import PreflightError
+    from tunesmith.errors import UserError
     from tunesmith.merge.common import MergeError
     from tunesmith.models import ModelError
 
-    return (*USER_ERRORS, DataError, ModelError, ChatTemplateError, PreflightError, MergeError)
+    return (
+        *USER_ERRORS,
+        UserError,
+        DataError,
+        ModelError,
+        ChatTemplateError,
+        PreflightError,
+        MergeError,
+    )
 
 
 # ----------------------------------------------------------------------------- commands
 
 
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """Run ``tunesmith.methods.<method>.run(cfg)``; print its result (minus bulky stats)."""
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     cfg = load_config(args.config, overrides)
-    from tunesmith.methods import sft
-
-    runners: dict[str, Callable[..., Any]] = {"sft": sft.run}
-    result = runners[cfg.method](cfg, skip_preflight=args.skip_preflight)
-    print(
-        json.dumps(
-            {
-                "run_dir": str(result.run_dir),
-                "final": str(result.final_dir),
-                "steps": result.steps,
-                "train_loss": result.last_train_loss,
-                "val_loss": result.val_loss,
-                "best_val_loss": result.best_val_loss,
-                "stopped_early": result.stopped_early,
-            },
-            indent=2,
-        )
-    )
+    method = importlib.import_module(f"tunesmith.methods.{cfg.method}")
+    result = method.run(cfg, skip_preflight=args.skip_preflight)
+    summary = _jsonable(result)
+    if isinstance(summary, dict):
+        summary.pop("stats", None)
+        if "final_dir" in summary:
+            summary["final"] = summary.pop("final_dir")
+        if "last_train_loss" in summary:
+            summary["train_loss"] = summary.pop("last_train_loss")
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -257,6 +273,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+# Modules that add their own subcommands: each has ``register(subparsers) -> None`` and keeps
+# its imports of heavy libraries inside the command function.
+COMMAND_MODULES: list[str] = []
+
 
 def _add_verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory")
@@ -362,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also write the JSON result here")
     p.set_defaults(func=cmd_eval)
     _add_merge_parsers(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

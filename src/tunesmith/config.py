@@ -8,6 +8,7 @@ config (every default filled in) is written beside every checkpoint.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -289,7 +290,19 @@ class SFTConfig(BaseRunConfig):
         return self
 
 
-METHODS: dict[str, type[BaseRunConfig]] = {"sft": SFTConfig}
+# method name -> "module:ConfigClass"; imported only when a config names the method, so each
+# method's config class lives beside its training loop.
+METHODS: dict[str, str] = {
+    "sft": "tunesmith.config:SFTConfig",
+}
+
+
+def method_config_class(method: str) -> type[BaseRunConfig]:
+    """The config class registered for ``method`` (see :data:`METHODS`)."""
+    module, _, name = METHODS[method].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, BaseRunConfig)
+    return cls
 
 
 class ConfigError(ValueError):
@@ -448,7 +461,7 @@ def _method_class(data: dict[str, Any], source: str) -> type[BaseRunConfig]:
             f"{source}: field 'method': unknown method '{method}'{hint} "
             f"(known: {', '.join(METHODS)})"
         )
-    return METHODS[method]
+    return method_config_class(method)
 
 
 def load_config(
