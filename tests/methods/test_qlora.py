@@ -176,3 +176,30 @@ def test_qlora_resume_continues_the_same_trajectory(
     assert len(whole) == len(resumed) == 4
     for a, b in zip(whole, resumed, strict=True):
         assert abs(a - b) < 1e-6
+
+
+def test_qlora_merge_goes_into_full_precision_and_reports_requantizing(
+    tmp_path: Path, llama64: Path
+) -> None:
+    cfg = write_config(
+        tmp_path,
+        llama64,
+        write_chat_data(tmp_path / "d.jsonl"),
+        model={"quantization": "nf4"},
+        train={"max_steps": 4},
+        optim={"lr": 5e-2},
+    )
+    run = train(cfg)
+    assert main(["merge", str(run)]) == 0
+    report = json.loads((run / "merged.verify.json").read_text())
+    assert report["ok"] and report["max_abs_logit_diff"] <= 1e-3  # merged == adapter on fp32 base
+    quant = report["quantized_training"]
+    assert quant["trained_on"] == "nf4"
+    # The merged weights are plain floats; re-quantizing shrinks them and moves the logits.
+    merged = AutoModelForCausalLM.from_pretrained(str(run / "merged"))
+    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    req = quant["requantized"]
+    assert req["weight_bytes"] < req["merged_weight_bytes"]
+    assert req["max_abs_logit_diff"] > 0.0
+    assert quant["as_trained"]["max_abs_logit_diff"] > 0.0
+    assert 0.0 <= req["greedy_agreement"] <= 1.0

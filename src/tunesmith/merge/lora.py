@@ -26,7 +26,9 @@ from tunesmith.merge.common import (
     run_dir_of,
     staged,
     weights_dir,
+    write_report,
 )
+from tunesmith.merge.quantized import quantization_report
 from tunesmith.merge.verify import (
     DEFAULT_TOLERANCE,
     Outputs,
@@ -115,7 +117,7 @@ def merge_run(
     merged = model.merge_and_unload()
     target = Path(out) if out is not None else Path(run) / "merged"
     info = {"kind": kind, "adapter": str(adapter), "base": str(base)}
-    return save_verified(
+    report = save_verified(
         merged,
         adapter,
         reference,
@@ -125,6 +127,13 @@ def merge_run(
         new_tokens=new_tokens,
         info=info,
     )
+    del model, merged
+    # QLoRA/int8-base runs: what merging into full precision and re-quantizing change.
+    quant = quantization_report(adapter, base, target, reference, prompts, new_tokens, dev)
+    if quant is not None:
+        report["quantized_training"] = quant
+        write_report(target, report)
+    return report
 
 
 def _same_base(adapters: list[Path]) -> Path:
