@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
 from tunesmith.config import OptimSection
@@ -23,13 +24,35 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.Ad
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    params = decay + no_decay
     return torch.optim.AdamW(
         [g for g in groups if g["params"]],
         lr=cfg.lr,
         betas=cfg.betas,
         eps=cfg.eps,
-        foreach=True,
+        **kernel_options(cfg.implementation, params),
     )
+
+
+def kernel_options(implementation: str, params: list[torch.Tensor]) -> dict[str, bool]:
+    """AdamW's ``fused``/``foreach`` flags for ``optim.implementation``.
+
+    ``auto`` takes the fused kernel (CPU and CUDA in torch >= 2.4) unless a parameter is a
+    DTensor (FSDP2 shards), a dtype the fused kernel lacks, or on a device it does not cover.
+    """
+    if implementation == "auto":
+        fusable = all(
+            not isinstance(p, DTensor)
+            and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and p.device.type in ("cpu", "cuda")
+            for p in params
+        )
+        implementation = "fused" if fusable else "foreach"
+    return {
+        "fused": {"fused": True, "foreach": False},
+        "foreach": {"foreach": True},
+        "for-loop": {"foreach": False},
+    }[implementation]
 
 
 def warmup_steps(cfg: OptimSection, total_steps: int) -> int:
