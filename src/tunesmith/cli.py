@@ -197,22 +197,27 @@ def _eval_data(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.suite:
+        from tunesmith.eval.command import run_eval_command
+
+        return run_eval_command(args)
     from tunesmith.config import DataSection
     from tunesmith.data.dataset import prepare_data
+    from tunesmith.eval.loading import load_eval_model
     from tunesmith.eval.perplexity import evaluate_loss
-    from tunesmith.models import load_for_inference, pick_device
+    from tunesmith.models import pick_device
 
     data, settings = _eval_data(args)
     keep = {k: v for k, v in settings.items() if k in DataSection.model_fields}
     cfg = DataSection(**{**keep, "train": data, "validation": None, "val_fraction": 0.0})
-    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
+    model, tok = load_eval_model(args.model, use_adapter=not args.no_adapter, device=args.device)
     prepared = prepare_data(cfg, tok)
     result = evaluate_loss(
         model,
         prepared.train.encoded,
         tok.pad_token_id,
         pick_device(args.device),
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 8,
     )
     out = {
         "model": args.model,
@@ -275,7 +280,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # Modules that add their own subcommands: each has ``register(subparsers) -> None`` and keeps
 # its imports of heavy libraries inside the command function.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "tunesmith.serve.cli",
+    "tunesmith.cli_score",
+    "tunesmith.eval.compare_cli",
+    "tunesmith.report.cli",
+    "tunesmith.plan.cli",
+]
 
 
 def _add_verify_args(p: argparse.ArgumentParser) -> None:
@@ -372,14 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("eval", help="held-out loss and perplexity")
+    p = sub.add_parser("eval", help="held-out loss and perplexity, or an evaluation suite")
     _add_inference_args(p)
+    p.add_argument("--suite", help="suite YAML (suites/*.yaml): generation, choice, loss tasks")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite key")
     p.add_argument("--data", help="default: the run's held-out split")
     p.add_argument("--template", default=None)
     p.add_argument("--format", default=None)
     p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--output", help="also write the JSON result here")
+    p.add_argument("--batch-size", type=int, default=None, help="default 8 (suite: its own)")
+    p.add_argument("--output", help="write the JSON result here (suite: RUN/eval-NAME.json)")
     p.set_defaults(func=cmd_eval)
     _add_merge_parsers(sub)
     for module in COMMAND_MODULES:

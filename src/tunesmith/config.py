@@ -261,12 +261,86 @@ class TrainSection(Section):
     )
 
 
+class TrackingSection(Section):
+    """Where metrics go besides ``metrics.jsonl`` (always written)."""
+
+    backends: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="tensorboard: event files in <run dir>/tensorboard; mlflow: a run in the "
+        "tracking store `mlflow_uri`.",
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: file store `file:<output_dir>/mlruns`."
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; default: the method.")
+
+
 class BaseRunConfig(Section):
     method: str
     model: ModelSection = ModelSection()
     data: DataSection
     train: TrainSection = TrainSection()
     optim: OptimSection = OptimSection()
+    tracking: TrackingSection = TrackingSection()
+
+
+class ForgettingBudget(Section):
+    """How much general ability a run may lose before the guard acts (see docs/forgetting.md)."""
+
+    max_ppl_increase_pct: float | None = Field(
+        None, ge=0, description="Largest allowed probe-text perplexity increase, in % of before."
+    )
+    max_acc_drop_points: float | None = Field(
+        None, ge=0, description="Largest allowed drop of probe task accuracy, in % points."
+    )
+
+
+class ForgettingSection(Section):
+    """A general-ability probe, measured before and after training (and every N steps)."""
+
+    text: str | None = Field(
+        None, description="Plain general-domain text; its perplexity is measured in chunks."
+    )
+    tasks: str | None = Field(
+        None,
+        description="JSONL of general questions: {prompt, answer} (greedy exact match) or "
+        "{prompt, choices, answer} (highest-likelihood choice).",
+    )
+    chunk_tokens: int = Field(256, ge=8, description="Tokens per probe-text chunk.")
+    max_chunks: int | None = Field(32, ge=1, description="Probe-text chunks used (from the top).")
+    batch_size: int = Field(4, ge=1)
+    every: int | None = Field(None, ge=1, description="Steps between probes during training.")
+    budget: ForgettingBudget | None = None
+    on_exceed: Literal["stop", "rollback"] = Field(
+        "stop",
+        description="Over budget: stop (final/ = the weights that exceeded it), or rollback "
+        "(final/ = the latest probed weights within budget).",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_probe(self) -> ForgettingSection:
+        if self.text is None and self.tasks is None:
+            raise ValueError("give forgetting.text and/or forgetting.tasks")
+        return self
+
+
+class RegularizationSection(Section):
+    """A pull back toward the starting weights (Kirkpatrick et al. 2017 for EWC)."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+    type: Literal["none", "ewc", "l2"] = Field(
+        "none",
+        description="ewc: lambda * sum F_i (theta_i - theta0_i)^2 with a diagonal Fisher F from "
+        "general text; l2: lambda * sum (theta_i - theta0_i)^2. Trainable parameters only.",
+    )
+    strength: float = Field(0.0, ge=0, alias="lambda", description="The penalty weight lambda.")
+    fisher_batches: int = Field(8, ge=1, description="EWC: batches of general text for F.")
+    fisher_data: str | None = Field(
+        None, description="EWC: plain text for F (default: forgetting.text)."
+    )
 
 
 class SFTConfig(BaseRunConfig):
@@ -276,6 +350,22 @@ class SFTConfig(BaseRunConfig):
     prefix: PrefixSection = PrefixSection()
     prompt: PromptSection = PromptSection()
     ia3: IA3Section = IA3Section()
+    forgetting: ForgettingSection | None = None
+    regularization: RegularizationSection = RegularizationSection()
+
+    @model_validator(mode="after")
+    def _check_forgetting(self) -> SFTConfig:
+        reg = self.regularization
+        if (
+            reg.type == "ewc"
+            and reg.fisher_data is None
+            and not (self.forgetting and self.forgetting.text)
+        ):
+            raise ValueError(
+                "regularization.type=ewc needs regularization.fisher_data or "
+                "forgetting.text (general text to estimate the Fisher on)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_combinations(self) -> SFTConfig:
@@ -300,6 +390,11 @@ class SFTConfig(BaseRunConfig):
 # method's config class lives beside its training loop.
 METHODS: dict[str, str] = {
     "sft": "tunesmith.config:SFTConfig",
+    "dpo": "tunesmith.methods.dpo_config:DPOConfig",
+    "reward": "tunesmith.methods.reward:RewardConfig",
+    "ppo": "tunesmith.methods.ppo:PPOConfig",
+    "grpo": "tunesmith.methods.grpo:GRPOConfig",
+    "classify": "tunesmith.methods.classify_config:ClassifyConfig",
 }
 
 

@@ -1,9 +1,16 @@
-"""Batched generation with the model's KV cache and the chat template (left padding)."""
+"""Batched generation with the model's KV cache and the chat template (left padding).
+
+:func:`sample` is the engine of the online methods (GRPO, PPO): a decode loop over the model's
+own ``past_key_values`` that draws ``num_samples`` completions per prompt in one batch, with
+temperature, top-k, top-p, a token budget, end-of-turn tokens and stop strings that end only
+their own row. :func:`generate_ids` / :func:`chat_replies` are the plain text helpers.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,11 +26,28 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # a row ends once its decoded text contains one of these
+
+
+@dataclass
+class Completion:
+    """One sampled continuation of ``prompts[prompt_index]``.
+
+    ``token_ids`` are exactly the sampled tokens, including the end-of-turn token when the row
+    stopped on one (so their log-probabilities can be recomputed); ``text`` is decoded without
+    special tokens and cut before the first stop string. ``finish_reason``: ``"stop"`` (end-of-turn
+    token or stop string) or ``"length"`` (``max_new_tokens`` reached).
+    """
+
+    prompt_index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: str
 
 
 def _eos_ids(tokenizer: Any) -> list[int]:
     ids = {tokenizer.eos_token_id}
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>"):
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<end_of_turn>"):
         tid = tokenizer.convert_tokens_to_ids(tok)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
             ids.add(tid)
@@ -43,6 +67,169 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.T
             ids[row, width - len(p) :] = torch.tensor(list(p))
             mask[row, width - len(p) :] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+# ----------------------------------------------------------------------------- token choice
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the nucleus (Holtzman et al. 2020):
+    the smallest set of most likely tokens whose probability reaches ``top_p``. [B, V] -> [B, V].
+    The most likely token always stays."""
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly more likely tokens
+        drop_sorted = before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def pick_tokens(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Next token per row from last-position logits [B, V]: argmax when temperature is 0, else a
+    draw from softmax(filter(logits / temperature)). Returns [B]."""
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
+    probs = torch.softmax(scaled, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- decode loop
+
+
+@dataclass
+class _Rows:
+    """Per-row decoding state of one batch."""
+
+    tokens: list[list[int]]
+    done: list[bool]
+    reason: list[str]
+    cut: list[int | None] = field(default_factory=list)  # char offset of the stop string
+
+
+def _check_stop(rows: _Rows, row: int, tokenizer: Any, stop: tuple[str, ...]) -> None:
+    """End ``row`` when its decoded text now contains a stop string (searching only the tail
+    that the last token can have changed)."""
+    text = tokenizer.decode(rows.tokens[row], skip_special_tokens=True)
+    longest = max(len(s) for s in stop)
+    tail_from = max(0, len(text) - longest - 8)
+    hits = [i for s in stop if (i := text.find(s, tail_from)) >= 0]
+    if hits:
+        rows.done[row], rows.reason[row], rows.cut[row] = True, "stop", min(hits)
+
+
+def _advance(
+    rows: _Rows, new: list[int], eos: set[int], tokenizer: Any, params: SamplingParams
+) -> None:
+    for row, tok in enumerate(new):
+        if rows.done[row]:
+            continue
+        rows.tokens[row].append(tok)
+        if tok in eos:
+            rows.done[row], rows.reason[row] = True, "stop"
+        elif params.stop:
+            _check_stop(rows, row, tokenizer, params.stop)
+        if not rows.done[row] and len(rows.tokens[row]) >= params.max_new_tokens:
+            rows.done[row] = True
+
+
+def _last_logits_only(model: Any) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model takes it: the prompt's forward then projects only
+    its last position onto the vocabulary (the others are never used)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        accepted = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+
+
+def _decode_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    generator: torch.Generator | None,
+) -> _Rows:
+    """Sample every row of one left-padded batch to its end, reusing the KV cache."""
+    device = next(model.parameters()).device
+    enc = left_pad(prompts, tokenizer.pad_token_id)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    n = len(prompts)
+    rows = _Rows([[] for _ in range(n)], [False] * n, ["length"] * n, [None] * n)
+    eos = set(_eos_ids(tokenizer))
+    pad = tokenizer.pad_token_id
+    extra = _last_logits_only(model)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+    next_pos = positions[:, -1:] + 1
+    for _ in range(params.max_new_tokens):
+        chosen = pick_tokens(out.logits[:, -1, :], params, generator)
+        done = torch.tensor(rows.done, device=device)
+        chosen = chosen.masked_fill(done, pad)
+        _advance(rows, chosen.tolist(), eos, tokenizer, params)
+        if all(rows.done):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(
+            input_ids=chosen[:, None],
+            attention_mask=mask,
+            position_ids=next_pos,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            **extra,
+        )
+        next_pos = next_pos + 1
+    return rows
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    num_samples: int = 1,
+    batch_size: int = 32,
+) -> list[Completion]:
+    """``num_samples`` completions of every tokenized prompt, prompt-major (all samples of prompt
+    0, then of prompt 1, ...). Each prompt is repeated ``num_samples`` times inside the batch, so a
+    GRPO group is sampled in one forward pass per token."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("sample: every prompt needs at least one token")
+    device = next(model.parameters()).device
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    was_training = model.training
+    model.eval()
+    flat = [(i, p) for i, p in enumerate(prompts) for _ in range(num_samples)]
+    results: list[Completion] = []
+    try:
+        for start in range(0, len(flat), batch_size):
+            chunk = flat[start : start + batch_size]
+            rows = _decode_batch(model, tokenizer, [p for _, p in chunk], params, generator)
+            for k, (index, _) in enumerate(chunk):
+                text = tokenizer.decode(rows.tokens[k], skip_special_tokens=True)
+                cut = rows.cut[k]
+                results.append(
+                    Completion(
+                        index,
+                        rows.tokens[k],
+                        text[:cut] if cut is not None else text,
+                        rows.reason[k],
+                    )
+                )
+    finally:
+        model.train(was_training)
+    return results
 
 
 @torch.no_grad()

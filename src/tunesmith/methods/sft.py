@@ -7,6 +7,11 @@ The algorithm, top to bottom:
   3. every ``eval_every`` steps: held-out loss, best checkpoint, early stopping;
   4. every ``save_every`` steps: an atomic checkpoint (weights, optimizer, scheduler, RNG, step);
   5. save ``final/`` (loads with plain transformers or peft) with the chat template used.
+
+With ``forgetting:`` a general-ability probe runs on the base weights, every ``forgetting.every``
+steps (stopping or rolling back past its budget) and on the result (``forgetting.json``); with
+``regularization:`` an EWC / L2 pull toward the starting weights is added to every step
+(:mod:`tunesmith.forgetting`).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
+from tunesmith.forgetting.monitor import Forgetting
 from tunesmith.losses.sft import IGNORE_INDEX
 from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
 from tunesmith.quantization import base_weight_bytes, prepare_quantized, quantization_config
@@ -249,11 +255,14 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     micro_batches: list[dict[str, torch.Tensor]],
+    regularize: Any = None,
 ) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches.
 
     Each micro-batch's summed loss is divided by the trained-token count N of the whole step, so
     the gradient is that of the token-mean loss over the step, however it is split.
+    ``regularize(s)``, when given, adds a penalty's gradient (EWC / L2, once per step, not per
+    token) before clipping and returns its value; the logged ``loss`` stays the data loss.
     """
     info = s.dist
     n_step = all_reduce_sum(
@@ -272,6 +281,7 @@ def train_step(
                 loss_sum, _ = s.step_module(mb)
             (loss_sum * scale).backward()
         total += loss_sum.item()
+    penalty = regularize(s) if regularize is not None else None
     params = [p for p in s.model.parameters() if p.requires_grad]
     max_norm = s.cfg.optim.max_grad_norm or math.inf
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -287,12 +297,14 @@ def train_step(
         "rows": float(sum(mb["input_ids"].size(0) for mb in micro_batches)),
     }
     counts = {k: all_reduce_sum(v, info, s.device) for k, v in counts.items()}
+    extra = {"reg_penalty": penalty} if penalty is not None else {}
     return {
         "loss": counts.pop("loss_sum") / max(n_step, 1.0),
         "grad_norm": grad_norm,
         "lr": lr,
         "trained_tokens": n_step,
         **counts,
+        **extra,
     }
 
 
@@ -483,7 +495,10 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     s = setup(cfg, skip_preflight)
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
+    fg = Forgetting.build(s)
+    fg.before(s)  # base weights: general probe, target loss, EWC/L2 anchors
     state = _restore(s, optimizer, scheduler) if cfg.train.resume else TrainState()
+    fg.resumed(s, state.step)
     encoded, pad_id = s.data.train.encoded, s.tokenizer.pad_token_id
     info = s.dist
     per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * info.world
@@ -513,7 +528,7 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
             collate_rows([s.rows[i] for i in shard(mb, info)], encoded, pad_id, cfg.data.packing)
             for mb in next(batches)
         ]
-        m = train_step(s, optimizer, scheduler, micro)
+        m = train_step(s, optimizer, scheduler, micro, fg.regularize)
         state.step += 1
         state.tokens += int(m["trained_tokens"])
         last_loss = m["loss"]
@@ -521,15 +536,22 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         _report_step(s, state.step, per_step, m, fill, log, bar)
         if _due(state.step, cfg.train.eval_every, s.total_steps):
             stopped_early = _evaluate(s, state, log)
+        if fg.due(state.step, s.total_steps, cfg.train.save_every) and fg.check(s, state.step, log):
+            stopped_early = True  # over the forgetting budget: no checkpoint of these weights
+            break
         if _due(state.step, cfg.train.save_every, s.total_steps):
             _checkpoint(s, state, optimizer, scheduler)
+            fg.checkpointed(s, state.step)
         if crash_after and state.step == crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     final = s.run_dir / "final"
+    if fg.roll_back(s) is not None:
+        s.last_val = None  # the weights changed: evaluate again
     _save_export(s, final)
     val = _final_val_loss(s, state.step)
     log.write({"step": state.step, "split": "final", "val_loss": val})
+    fg.finish(s, state.step, log, val)
     log.close()
     barrier(info)
     shutdown(info)

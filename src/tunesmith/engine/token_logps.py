@@ -1,0 +1,75 @@
+"""Per-token log-probabilities of sampled completions, the quantity policy-gradient losses use.
+
+A batch holds ``prompt + completion`` rows, right-padded: ``input_ids``/``attention_mask`` [B, T]
+and ``labels`` [B, T] with the completion tokens and :data:`IGNORE_INDEX` elsewhere. Position t
+predicts token t + 1, so the outputs are [B, T-1]: ``logp[b, t] = log pi(input_ids[b, t+1] |
+input_ids[b, :t+1])`` where ``mask[b, t]`` is 1 (the label at t + 1 is a completion token), 0
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from tunesmith.engine.forward import _parts, forward_logits, model_inputs
+from tunesmith.losses.sft import IGNORE_INDEX
+
+
+def collate_completions(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded ``prompt + completion`` rows with completion-only labels, each [B, T]."""
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
+    n = len(prompts)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        end = len(p) + len(c)
+        ids[row, :end] = torch.tensor(list(p) + list(c))
+        labels[row, len(p) : end] = torch.tensor(list(c), dtype=torch.long)
+        mask[row, :end] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _chunk(
+    head: torch.nn.Module, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    logits = head(hidden).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return -F.cross_entropy(logits, targets, reduction="none")
+
+
+def token_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logps [B, T-1] float32, mask [B, T-1])`` of the labelled tokens (see module docstring).
+
+    For a plain decoder + head only the labelled positions go through the head, ``chunk_size``
+    at a time (recomputed in the backward pass), so the [B, T, V] logits are never held."""
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    parts = _parts(model)
+    if parts is None:
+        logits = forward_logits(model, batch)[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+        return logp.squeeze(-1) * keep, keep
+    decoder, head, softcap = parts
+    hidden = decoder(**model_inputs(model, batch)).last_hidden_state[:, :-1]
+    rows, goal = hidden[keep], targets[keep]
+    pieces = []
+    for start in range(0, rows.size(0), chunk_size):
+        h, t = rows[start : start + chunk_size], goal[start : start + chunk_size]
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(_chunk, head, softcap, h, t, use_reentrant=False))
+        else:
+            pieces.append(_chunk(head, softcap, h, t))
+    flat = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    out = torch.zeros(keep.shape, dtype=torch.float32, device=hidden.device)
+    out[keep] = flat
+    return out, keep

@@ -1,0 +1,1 @@
+"""Catastrophic forgetting: a general-ability probe, a budget guard, EWC/L2 anchoring."""

@@ -1,0 +1,118 @@
+"""Configuration of preference optimisation (``method: dpo``): data, loss and reference sections.
+
+The adapter sections (``adapter``, ``lora``, ``prefix``, ``prompt``, ``ia3``) are SFT's, so
+everything about *what* trains reads the same in both methods.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tunesmith.config import (
+    LORA_FAMILY,
+    AdapterSection,
+    BaseRunConfig,
+    IA3Section,
+    LoraSection,
+    PrefixSection,
+    PromptSection,
+    Section,
+)
+
+
+class PreferenceDataSection(Section):
+    """Preference pairs (see :mod:`tunesmith.data.preference` for the record forms)."""
+
+    train: str | list[str] = Field(
+        ...,
+        description="File(s) of preference pairs: jsonl, json, csv, parquet or a saved "
+        "`datasets` directory; rows {prompt|messages, chosen, rejected}, or the conversational "
+        "form where chosen and rejected are conversations ending in an assistant turn.",
+    )
+    validation: str | list[str] | None = Field(
+        None,
+        description="Held-out pair file(s). When absent, `val_fraction` of train is held out "
+        "with a fixed seed.",
+    )
+    split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
+    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
+        "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
+    )
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="Tokens per side (prompt + response). Longer pairs lose prompt tokens from "
+        "the left first, then response tokens from the right; the count is logged.",
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        "raise",
+        description="Malformed rows: stop with an error, or skip each into rejects.jsonl. Pairs "
+        "with identical or empty sides always go to rejects.jsonl.",
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_pairs: int | None = Field(None, ge=1)
+    seed: int = 1234
+
+
+class DPOSection(Section):
+    loss: Literal["sigmoid", "ipo", "hinge", "simpo", "orpo"] = Field(
+        "sigmoid",
+        description="sigmoid = DPO (Rafailov et al. 2023; label_smoothing > 0 = conservative "
+        "DPO); ipo (Azar et al. 2023, per-token averaged log-ratios as in TRL); hinge (SLiC, "
+        "Zhao et al. 2023); simpo (Meng et al. 2024, reference-free, length-normalised); orpo "
+        "(Hong et al. 2024, odds ratio + SFT, reference-free).",
+    )
+    beta: float = Field(
+        0.1,
+        description="Strength of the KL constraint to the reference (DPO's beta; IPO's tau; "
+        "hinge margin 1/beta; SimPO's reward scale). Must be > 0.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=0.5, description="sigmoid only: assumed share of flipped labels (cDPO)."
+    )
+    simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin gamma.")
+    orpo_lambda: float = Field(0.1, gt=0.0, description="ORPO weight of the odds-ratio term.")
+    precompute_ref: bool = Field(
+        False,
+        description="Compute the reference log-probs of every pair once before training (cached "
+        "in the run dir, keyed by a hash of the data) and skip the reference forward each step.",
+    )
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(
+                f"dpo.beta must be > 0 (got {value}): it scales the implicit reward "
+                "beta * log(pi / pi_ref); typical values are 0.01 to 0.5"
+            )
+        return value
+
+
+class DPOConfig(BaseRunConfig):
+    method: Literal["dpo"] = "dpo"
+    data: PreferenceDataSection  # type: ignore[assignment]
+    dpo: DPOSection = DPOSection()
+    adapter: AdapterSection = AdapterSection()
+    lora: LoraSection = LoraSection()
+    prefix: PrefixSection = PrefixSection()
+    prompt: PromptSection = PromptSection()
+    ia3: IA3Section = IA3Section()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> DPOConfig:
+        kind = self.adapter.type
+        if self.train.trainable_top_layers is not None and kind != "full":
+            raise ValueError("train.trainable_top_layers needs adapter.type=full")
+        if self.model.quantization != "none" and kind not in LORA_FAMILY:
+            raise ValueError(
+                f"model.quantization={self.model.quantization} trains adapters on a frozen "
+                f"quantized base: use adapter.type lora, rslora or dora (got {kind})"
+            )
+        if self.train.parallel != "ddp":
+            raise ValueError("dpo runs in one process: train.parallel=fsdp is not supported")
+        return self

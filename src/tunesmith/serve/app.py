@@ -1,0 +1,191 @@
+"""The FastAPI application: routes, API-key check, body-size limit and OpenAI-style errors."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
+
+from tunesmith.serve.adapters import check_name, under_root
+from tunesmith.serve.batching import Batcher
+from tunesmith.serve.errors import APIError, bad_request, internal, model_not_found, unauthorized
+from tunesmith.serve.generate import Generator
+from tunesmith.serve.host import ModelHost
+from tunesmith.serve.metrics import Metrics
+from tunesmith.serve.protocol import parse_adapter, parse_chat, parse_completion
+from tunesmith.serve.settings import ServeSettings
+
+OPEN_PATHS = ("/health",)
+
+
+def _error(e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_big = APIError(
+        413, f"The request body is over {limit} bytes", param=None, code="body_too_large"
+    )
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Server:
+    """Everything a request needs: the model host, its worker, metrics and settings."""
+
+    def __init__(self, settings: ServeSettings, host: ModelHost) -> None:
+        self.settings = settings
+        self.host = host
+        self.metrics = Metrics()
+        limits = settings.limits
+        self.batcher = Batcher(host, settings.batching, self.metrics, limits.max_queue)
+        self.generate = Generator(host, self.batcher, self.metrics, limits)
+
+    def authorized(self, request: Request) -> bool:
+        key = self.settings.api_key
+        if key is None or request.url.path in OPEN_PATHS:
+            return True
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), key)
+
+    async def add_adapter(self, raw: bytes) -> dict[str, Any]:
+        root = self.settings.adapter_root
+        if root is None:
+            raise APIError(
+                403,
+                "Adding adapters at runtime is off: start the server with --adapter-root DIR",
+                type="permission_error",
+                code="no_adapter_root",
+            )
+        body = parse_adapter(raw)
+        check_name(body.name, set(self.host.models()))
+        path = under_root(root, body.path)
+        weights = await asyncio.wrap_future(
+            self.batcher.control(_loader(self.host, body.name, path))
+        )
+        return {"id": body.name, "object": "model", "path": str(weights)}
+
+    async def remove_adapter(self, name: str) -> dict[str, Any]:
+        if name == self.host.base_name:
+            raise bad_request("The base model cannot be removed", param="name")
+        if name not in self.host.models():
+            raise model_not_found(name, self.host.models())
+        await asyncio.wrap_future(self.batcher.control(lambda: self.host.remove(name)))
+        return {"id": name, "object": "model", "deleted": True}
+
+    def model_list(self) -> dict[str, Any]:
+        created = int(time.time())
+        rows = [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "tunesmith",
+                "parent": None if name == self.host.base_name else self.host.base_name,
+            }
+            for name in self.host.models()
+        ]
+        return {"object": "list", "data": rows}
+
+
+def _loader(host: ModelHost, name: str, path: Path) -> Callable[[], Path]:
+    def load() -> Path:
+        try:
+            return host.add(name, path)
+        except APIError:
+            raise
+        except Exception as e:  # a corrupt or incompatible adapter: the server keeps going
+            raise bad_request(f"Cannot load adapter '{name}': {e}", param="path") from None
+
+    return load
+
+
+def _middleware(server: Server) -> Callable[..., Awaitable[Response]]:
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        if not server.authorized(request):
+            response: Response = _error(unauthorized())
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as e:  # never a bare 500 page
+                response = _error(internal(f"{type(e).__name__}: {e}"))
+        server.metrics.request(request.url.path, response.status_code)
+        return response
+
+    return guard
+
+
+def _routes(app: FastAPI, server: Server) -> None:
+    limit = server.settings.limits.max_body_bytes
+
+    @app.get("/health", response_model=None)
+    async def health() -> JSONResponse:
+        alive = server.batcher.alive
+        body = {"status": "ok" if alive else "worker stopped", "models": server.host.models()}
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return server.model_list()
+
+    @app.get("/metrics", response_model=None)
+    async def metrics(format: str = "prometheus") -> Response | dict[str, Any]:
+        if format == "json":
+            return server.metrics.snapshot()
+        return PlainTextResponse(server.metrics.prometheus())
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> Response:
+        return await server.generate(parse_chat(await read_body(request, limit)))
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> Response:
+        return await server.generate(parse_completion(await read_body(request, limit)))
+
+    @app.post("/v1/adapters", status_code=201)
+    async def add_adapter(request: Request) -> dict[str, Any]:
+        return await server.add_adapter(await read_body(request, limit))
+
+    @app.delete("/v1/adapters/{name}")
+    async def remove_adapter(name: str) -> dict[str, Any]:
+        return await server.remove_adapter(name)
+
+
+def create_app(server: Server) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.batcher.start()
+        yield
+        server.batcher.stop()
+
+    app = FastAPI(title="tunesmith serve", lifespan=lifespan)
+    app.middleware("http")(_middleware(server))
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _error(APIError(exc.status_code, str(exc.detail), type=kind))
+
+    _routes(app, server)
+    return app

@@ -1,0 +1,257 @@
+"""DPO end to end on a tiny random model: learning, reference handling, config and data errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from tunesmith.cli import main
+from tunesmith.config import ConfigError, load_config
+from tunesmith.data.preference import PreferencePair, encode_pair
+from tunesmith.data.records import Message
+from tunesmith.engine.logps import collate_pairs, sequence_logps
+from tunesmith.methods import dpo
+from tunesmith.models import load_causal_lm, load_tokenizer
+
+
+def write_pref_data(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """A learnable preference: the chosen reply starts with 'Yes', the rejected with 'No'."""
+    rng = random.Random(seed)
+    words = ["sea", "sun", "wind", "dog", "fox", "Paris", "water", "friend"]
+    with path.open("w") as fh:
+        for _ in range(n):
+            a, b = rng.sample(words, 2)
+            row = {
+                "prompt": f"Is the {a} near the {b}?",
+                "chosen": f"Yes, the {a} is near.",
+                "rejected": f"No, the {b} is far.",
+            }
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_dpo_config(tmp_path: Path, model_dir: Path, data: Path, **sections: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "method": "dpo",
+        "model": {"name_or_path": str(model_dir)},
+        "data": {"train": str(data), "max_length": 64, "val_fraction": 0.25},
+        "train": {
+            "output_dir": str(tmp_path / "runs"),
+            "run_name": "run",
+            "max_steps": 4,
+            "micro_batch_size": 4,
+            "seed": 3,
+            "precision": "fp32",
+        },
+        "optim": {"lr": 5e-3, "schedule": "constant"},
+        "lora": {"dropout": 0.0},
+        "dpo": {"beta": 0.5},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    path = tmp_path / "dpo.yaml"
+    path.write_text("# tunesmith train dpo.yaml\n" + yaml.safe_dump(cfg))
+    return path
+
+
+def metrics(run_dir: Path, split: str) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("split") == split]
+
+
+def test_loss_falls_and_held_out_reward_accuracy_rises(tmp_path: Path, tiny_llama: Path) -> None:
+    data = write_pref_data(tmp_path / "pref.jsonl")
+    cfg = write_dpo_config(tmp_path, tiny_llama, data, train={"max_steps": 12, "eval_every": 6})
+    assert main(["train", str(cfg)]) == 0
+    run_dir = tmp_path / "runs" / "run"
+    train = metrics(run_dir, "train")
+    val = metrics(run_dir, "val")
+    assert [v["step"] for v in val] == [0, 6, 12]
+    # Step 0: the LoRA policy equals its reference, so every implicit reward is exactly 0.
+    assert val[0]["margin"] == 0.0 and val[0]["accuracy"] == 0.0
+    assert val[0]["loss"] == pytest.approx(0.6931472, abs=1e-5)  # -log sigmoid(0) = log 2
+    assert train[-1]["loss"] < train[0]["loss"] - 0.1
+    assert val[-1]["accuracy"] >= 0.9 and val[-1]["margin"] > 0.0
+    assert val[-1]["loss"] < val[0]["loss"]
+    for key in ("rewards/chosen", "rewards/rejected", "kl_proxy", "grad_norm", "lr"):
+        assert key in train[-1]
+    assert (run_dir / "final" / "adapter_config.json").is_file()
+    assert (run_dir / "rejects.jsonl").read_text() == ""
+
+
+def test_precompute_ref_gives_the_live_first_step_loss(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_pref_data(tmp_path / "pref.jsonl", n=24)
+    calls: list[int] = []
+    live = dpo.Reference.live
+
+    def counting(self: dpo.Reference, batch: dict[str, torch.Tensor], *a: Any) -> Any:
+        calls.append(batch["input_ids"].size(0))
+        return live(self, batch, *a)
+
+    monkeypatch.setattr(dpo.Reference, "live", counting)
+    losses = {}
+    for pre in (False, True):
+        cfg = write_dpo_config(
+            tmp_path,
+            tiny_llama,
+            data,
+            train={"max_steps": 2, "run_name": f"pre-{pre}"},
+            lora={"dropout": 0.0},
+            dpo={"precompute_ref": pre, "beta": 0.5},
+        )
+        calls.clear()
+        assert main(["train", str(cfg)]) == 0
+        run_dir = tmp_path / "runs" / f"pre-{pre}"
+        losses[pre] = [m["loss"] for m in metrics(run_dir, "train")]
+        if pre:
+            # 18 train + 6 held-out pairs, 4 per batch: 5 + 2 reference batches before training,
+            # none per step nor in the final held-out evaluation.
+            assert len(calls) == 7
+            assert len(list(run_dir.glob("ref_logps-*.pt"))) == 1
+        else:
+            # One live reference forward per step (grad_accum 1), 2 in the final evaluation.
+            assert len(calls) == 2 + 2
+    assert losses[True][0] == pytest.approx(losses[False][0], abs=1e-5)
+    assert losses[True][1] == pytest.approx(losses[False][1], abs=1e-4)
+
+
+def _pairs(tokenizer: Any) -> dict[str, torch.Tensor]:
+    pairs = [
+        PreferencePair((Message("user", "Is the sea blue?"),), "Yes, it is.", "No.", "t", 1),
+        PreferencePair((Message("user", "Hello!"),), "Good morning, friend.", "Go.", "t", 2),
+    ]
+    return collate_pairs([encode_pair(p, tokenizer, max_length=64) for p in pairs], 0)
+
+
+def test_adapter_reference_is_the_base_model(tmp_path: Path, tiny_llama: Path) -> None:
+    cfg = load_config(write_dpo_config(tmp_path, tiny_llama, write_pref_data(tmp_path / "p.jsonl")))
+    tokenizer = load_tokenizer(tiny_llama)
+    batch = _pairs(tokenizer)
+    policy = dpo._build_model(cfg, tiny_llama, torch.device("cpu"))
+    with torch.no_grad():  # make the adapter matter: LoRA's B starts at zero
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    ref = dpo.Reference("adapter_off", policy).live(batch, "fp32", torch.device("cpu"))
+    base = load_causal_lm(tiny_llama, dtype=torch.float32, device=torch.device("cpu")).eval()
+    with torch.no_grad():
+        want, lengths = sequence_logps(base, batch)
+        adapted, _ = sequence_logps(policy.eval(), batch)
+        # The head-only path equals log_softmax over the full logits.
+        logits = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        targets = batch["labels"][:, 1:]
+        keep = targets != -100
+        full = torch.log_softmax(logits[:, :-1].float(), -1).gather(
+            -1, targets.clamp(min=0).unsqueeze(-1)
+        )
+    assert torch.allclose(ref, want, atol=1e-5)
+    assert not torch.allclose(adapted, want, atol=1e-2)  # the adapter is really on otherwise
+    assert torch.allclose((full.squeeze(-1) * keep).sum(1), want, atol=1e-4)
+    assert lengths.tolist() == keep.sum(1).tolist()
+
+
+def test_full_fine_tuning_keeps_a_frozen_reference(tmp_path: Path, tiny_llama: Path) -> None:
+    path = write_dpo_config(
+        tmp_path,
+        tiny_llama,
+        write_pref_data(tmp_path / "p.jsonl", n=16),
+        adapter={"type": "full"},
+        optim={"lr": 1e-3},
+    )
+    s = dpo.setup(load_config(path))
+    assert s.reference.kind == "frozen_copy" and s.reference.model is not s.model
+    before = {k: v.clone() for k, v in s.reference.model.state_dict().items()}
+    optimizer = dpo.build_optimizer(s.model, s.cfg.optim)
+    scheduler = dpo.build_scheduler(optimizer, s.cfg.optim, 3)
+    steps = [dpo.train_step(s, optimizer, scheduler, [[0, 1, 2, 3]]) for _ in range(3)]
+    assert steps[0]["margin"] == 0.0  # the policy starts as its reference
+    assert steps[-1]["margin"] != 0.0 and steps[-1]["loss"] < steps[0]["loss"]
+    after = s.reference.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not all(torch.equal(before[k], v) for k, v in s.model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dpo.beta=0", "dpo.beta must be > 0"),
+        ("dpo.beta=-0.1", "dpo.beta must be > 0"),
+        ("dpo.betta=0.1", "did you mean 'dpo.beta'"),
+        ("dpo.loss=kto", "dpo.loss"),
+    ],
+)
+def test_config_errors_are_clear(
+    tmp_path: Path, tiny_llama: Path, override: str, message: str
+) -> None:
+    path = write_dpo_config(tmp_path, tiny_llama, tmp_path / "missing.jsonl")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(path, [override])
+
+
+def test_bad_records_are_rejected_with_a_record(
+    tmp_path: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_pref_data(tmp_path / "pref.jsonl", n=16)
+    with data.open("a") as fh:
+        fh.write(json.dumps({"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."}) + "\n")
+        fh.write(json.dumps({"prompt": "Empty?", "chosen": "Yes.", "rejected": "  "}) + "\n")
+        fh.write(json.dumps({"prompt": "Missing?", "chosen": "Yes."}) + "\n")
+    cfg = write_dpo_config(tmp_path, tiny_llama, data, train={"max_steps": 1})
+    assert main(["train", str(cfg)]) == 2  # malformed row: stops, naming line and field
+    err = capsys.readouterr().err
+    assert "pref.jsonl:19: field 'rejected'" in err and "missing" in err
+    assert not (tmp_path / "runs" / "run").exists()
+    assert main(["train", str(cfg), "data.on_error=skip"]) == 0
+    rejects = [
+        json.loads(x)
+        for x in (tmp_path / "runs" / "run" / "rejects.jsonl").read_text().splitlines()
+    ]
+    assert [(r["line"], r["rule"]) for r in rejects] == [
+        (17, "identical"),
+        (18, "empty_rejected"),
+        (19, "malformed"),
+    ]
+    assert rejects[0]["record"] == {"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."}
+
+
+@pytest.mark.parametrize(
+    ("loss", "reference"),
+    [("ipo", "adapter_off"), ("hinge", "adapter_off"), ("simpo", "none"), ("orpo", "none")],
+)
+def test_every_loss_trains_and_reference_free_ones_skip_the_reference(
+    tmp_path: Path, tiny_llama: Path, loss: str, reference: str
+) -> None:
+    path = write_dpo_config(
+        tmp_path,
+        tiny_llama,
+        write_pref_data(tmp_path / "p.jsonl", n=16),
+        dpo={"loss": loss, "beta": 0.5, "precompute_ref": True},
+    )
+    s = dpo.setup(load_config(path))
+    assert s.reference.kind == reference
+    optimizer = dpo.build_optimizer(s.model, s.cfg.optim)
+    scheduler = dpo.build_scheduler(optimizer, s.cfg.optim, 4)
+    steps = [dpo.train_step(s, optimizer, scheduler, [[0, 1, 2, 3]]) for _ in range(4)]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert ("kl_proxy" in steps[0]) == (reference != "none")
+
+
+def test_resume_continues_exactly(tmp_path: Path, tiny_llama: Path) -> None:
+    data = write_pref_data(tmp_path / "p.jsonl", n=24)
+    cfg = write_dpo_config(tmp_path, tiny_llama, data, train={"max_steps": 4, "save_every": 2})
+    assert main(["train", str(cfg), "train.run_name=whole"]) == 0
+    # The same run stopped after step 2 (its last checkpoint), then resumed to step 4.
+    assert main(["train", str(cfg), "train.run_name=cut", "train.max_steps=2"]) == 0
+    assert main(["train", str(cfg), "train.run_name=cut", "train.resume=true"]) == 0
+    whole = [m["loss"] for m in metrics(tmp_path / "runs" / "whole", "train")]
+    cut = [m["loss"] for m in metrics(tmp_path / "runs" / "cut", "train")]
+    assert len(cut) == 4
+    assert cut == pytest.approx(whole, abs=1e-6)
