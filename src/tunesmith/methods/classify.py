@@ -39,6 +39,7 @@ from tunesmith.engine.metrics import MetricsLog
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.eval.classification import classification_report, majority_baseline
 from tunesmith.losses.classification import classification_loss
 from tunesmith.methods.classify_config import ClassifyConfig
@@ -366,7 +367,7 @@ def run(cfg: ClassifyConfig, skip_preflight: bool = False) -> ClassifyResult:
     batches = step_batches(
         len(s.train), cfg.train.seed, cfg.train.micro_batch_size, cfg.train.grad_accum
     )
-    log = MetricsLog(s.run_dir / "metrics.jsonl")
+    log = open_metrics_log(s.run_dir, cfg, True)
     bar = tqdm(total=s.total_steps, desc="classify", unit="step", dynamic_ncols=True)
     loss = None
     for step in range(1, s.total_steps + 1):

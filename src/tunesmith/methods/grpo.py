@@ -42,6 +42,7 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.token_logps import collate_completions, token_logps
+from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.errors import UserError
 from tunesmith.eval.verifiable import VerifiableEval, evaluate_rewards
 from tunesmith.generation import Completion, SamplingParams, sample
@@ -346,7 +347,7 @@ def run(cfg: GRPOConfig, skip_preflight: bool = False) -> GRPOResult:
     )
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps * g.inner_steps)
-    log = MetricsLog(s.run_dir / "metrics.jsonl")
+    log = open_metrics_log(s.run_dir, cfg, True)
     before = _evaluate(s, 0, log) if g.eval_before else None
     batches = _prompt_batches(len(s.train), g.prompts_per_step, cfg.data.seed)
     history: list[dict[str, float]] = []

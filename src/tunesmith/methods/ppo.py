@@ -34,10 +34,10 @@ from tunesmith.data.dataset import data_files, write_jsonl
 from tunesmith.data.records import Message
 from tunesmith.data.templates import encode_prompt, template_string
 from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.metrics import MetricsLog
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.errors import UserError
 from tunesmith.generation import SamplingParams, left_pad, sample
 from tunesmith.losses.ppo import (
@@ -446,7 +446,7 @@ def run(cfg: PPOConfig, skip_preflight: bool = False) -> PPOResult:
     gen = torch.Generator().manual_seed(cfg.train.seed)
     batches = prompt_batches(len(s.prompts), cfg.ppo.prompts_per_iteration, cfg.train.seed)
     kl_coef = cfg.ppo.kl_coef
-    log = MetricsLog(s.run_dir / "metrics.jsonl")
+    log = open_metrics_log(s.run_dir, cfg, True)
     bar = tqdm(total=iterations, desc="ppo", unit="iter", dynamic_ncols=True)
     first: dict[str, float] | None = None
     m: dict[str, float] = {}

@@ -35,6 +35,7 @@ from tunesmith.engine.metrics import MetricsLog
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.errors import UserError
 from tunesmith.losses.reward import bradley_terry_loss, pairwise_accuracy
 from tunesmith.models import load_dtype, pick_device
@@ -308,7 +309,7 @@ def run(cfg: RewardConfig, skip_preflight: bool = False) -> RewardResult:
     opt = build_optimizer(rm.net, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, total_steps)
     precision = resolve_precision(cfg.train.precision, rm.device)
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = open_metrics_log(run_dir, cfg, True)
     first = _maybe_eval(rm, val, cfg, 0, log)
     last_val = first
     batches = step_batches(

@@ -60,10 +60,11 @@ from tunesmith.engine.distributed import (
     wrap_for_training,
 )
 from tunesmith.engine.forward import forward_loss
-from tunesmith.engine.metrics import MetricsLog, NullLog, read_metrics
+from tunesmith.engine.metrics import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
 from tunesmith.forgetting.monitor import Forgetting
 from tunesmith.losses.sft import IGNORE_INDEX
@@ -511,7 +512,7 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         start_step=state.step,
     )
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
-    log = MetricsLog(s.run_dir / "metrics.jsonl") if info.is_main else NullLog()
+    log = open_metrics_log(s.run_dir, cfg, info.is_main)
     bar = tqdm(
         total=s.total_steps,
         initial=state.step,
