@@ -27,7 +27,7 @@ demo: setup
 	$(PY) -m tunesmith.demo
 
 test: setup
-	$(PY) -m pytest -q -m "not integration"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q -n 2 -m "not integration"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-all: setup
 	$(PY) -m pytest -q
