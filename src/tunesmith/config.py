@@ -469,12 +469,21 @@ def _section_class(cls: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel
             continue
         field = current.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
-        if get_origin(ann) is list:
-            ann = get_args(ann)[0]
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        current_ann = _model_in(ann)
+        if current_ann is None:
             return None
-        current = ann
+        current = current_ann
     return current
+
+
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The section class in an annotation: ``X``, ``list[X]`` or ``X | None``."""
+    if get_origin(ann) is list:
+        ann = get_args(ann)[0]
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def _nearest(key: str, options: list[str]) -> list[str]:

@@ -90,3 +90,12 @@ def test_every_shipped_recipe_validates() -> None:
         assert first.startswith("# tunesmith "), f"{path}: first line must be the command"
         if path.relative_to(recipes_dir()).parts[0] != "prep":
             load_config(path)
+
+
+def test_unknown_key_inside_an_optional_section_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "  replay: {path: b.jsonl, fraction: 0.1, fromat: text}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert f"{path}:3" in msg
+    assert "did you mean 'data.replay.format'" in msg
