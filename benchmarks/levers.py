@@ -9,6 +9,8 @@ through the real CLI in its own process, and differs from the baseline in one se
 - ``fp32``: no autocast;
 - ``grad-ckpt``: ``train.gradient_checkpointing: true`` (memory for recomputation);
 - ``threads-1`` vs the baseline's ``--threads`` (OpenMP/MKL threads of the process);
+- ``compile``: ``train.compile: true`` (torch.compile per decoder layer; the median excludes only
+  step 1, so later recompilations for new shapes count against it);
 - ``full-fused`` / ``full-foreach``: full fine-tuning (every weight trains, so the optimizer
   step matters) with ``optim.implementation`` fused vs foreach.
 
@@ -55,6 +57,7 @@ VARIANTS: dict[str, tuple[str, str, int | None, dict[str, dict[str, Any]]]] = {
     "fp32": ("packed", "fp32", None, {}),
     "grad-ckpt": ("packed", "bf16", None, {"train": {"gradient_checkpointing": True}}),
     "threads-1": ("packed", "bf16", 1, {}),
+    "compile": ("packed", "bf16", None, {"train": {"compile": True}}),
     "full-fused": (
         "packed",
         "bf16",

@@ -236,6 +236,11 @@ class TrainSection(Section):
         description="Recompute each decoder layer's activations in the backward pass: less "
         "memory (SmolLM2 LoRA bf16: 7.4 -> 2.5 GiB), slower steps (~1.5x measured here).",
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer (regional compilation, dynamic shapes). "
+        "Costs compile time at the first steps; measure with benchmarks/levers.py.",
+    )
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "

@@ -93,3 +93,19 @@ def test_gradient_checkpointing_changes_nothing_but_memory(
     wa = load_file(str(a / "final" / "adapter_model.safetensors"))
     wb = load_file(str(b / "final" / "adapter_model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_compiled_layers_follow_the_eager_trajectory(tmp_path: Path, tiny_llama: Path) -> None:
+    data = write_chat_data(tmp_path / "d.jsonl", n=24)
+    cfg = write_config(
+        tmp_path,
+        tiny_llama,
+        data,
+        train={"max_steps": 3},
+        optim={"lr": 1e-2},
+        data={"packing": True},
+    )
+    a = train(cfg, "train.run_name=eager")
+    b = train(cfg, "train.run_name=compiled", "train.compile=true")
+    for la, lb in zip(step_losses(a), step_losses(b), strict=True):
+        assert abs(la - lb) < 1e-4

@@ -42,6 +42,7 @@ from tunesmith.data.dataset import (
 from tunesmith.data.templates import template_string
 from tunesmith.doctor.preflight import PreflightError, preflight_failures
 from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.compile import compile_layers
 from tunesmith.engine.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -124,7 +125,11 @@ class LossModule(torch.nn.Module):
         return forward_loss(self.model, batch)
 
 
-def _step_module(model: Any, info: DistInfo, device: torch.device, parallel: str = "ddp") -> Any:
+def _step_module(
+    model: Any, info: DistInfo, device: torch.device, parallel: str = "ddp", compile: bool = False
+) -> Any:
+    if compile:
+        compile_layers(model)
     return wrap_for_training(LossModule(model), model, info, device, parallel)
 
 
@@ -193,7 +198,7 @@ def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
         rows=rows,
         total_steps=_total_steps(cfg, len(rows), info.world),
         dist=info,
-        step_module=_step_module(model, info, device, cfg.train.parallel),
+        step_module=_step_module(model, info, device, cfg.train.parallel, cfg.train.compile),
     )
 
 
