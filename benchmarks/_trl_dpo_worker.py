@@ -53,6 +53,7 @@ def _dpo_config(spec: dict[str, Any]) -> Any:
         max_grad_norm=1.0,
         optim="adamw_torch",
         bf16=spec["precision"] == "bf16",
+        gradient_checkpointing=spec.get("gradient_checkpointing", False),
         use_cpu=True,
         max_length=spec["max_length"],
         beta=spec["beta"],

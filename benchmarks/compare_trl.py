@@ -613,14 +613,24 @@ def _settings(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _delegate(script: str, args: argparse.Namespace) -> None:
+    """DPO and GRPO have their own harnesses; run them with the shared options."""
+    import subprocess
+
+    cmd = [sys.executable, str(HERE / script), "--steps", str(args.steps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    subprocess.run(cmd, check=True)
+
+
 def run_dpo(args: argparse.Namespace) -> None:
-    """DPO vs TRL's DPOTrainer: STUB until tunesmith has ``method: dpo``."""
-    print("[compare_trl] dpo: not implemented yet (tunesmith has no DPO method); no numbers")
+    """DPO vs TRL's DPOTrainer: ``compare_trl_dpo.py``."""
+    _delegate("compare_trl_dpo.py", args)
 
 
 def run_grpo(args: argparse.Namespace) -> None:
-    """GRPO vs TRL's GRPOTrainer: STUB until tunesmith has ``method: grpo``."""
-    print("[compare_trl] grpo: not implemented yet (tunesmith has no GRPO method); no numbers")
+    """GRPO vs TRL's GRPOTrainer: ``compare_trl_grpo.py``."""
+    _delegate("compare_trl_grpo.py", args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=0, help="use the first N pairs (0 = all)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="both tools")
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="on in both tools (TRL's DPOConfig default is on, tunesmith's off; the default "
+        "here is off in both, so both do the same computation)",
+    )
     return p.parse_args(argv)
 
 
@@ -91,9 +98,10 @@ def tunesmith_config(args: argparse.Namespace, name: str, precompute: bool, work
             "max_steps": args.steps,
             "micro_batch_size": args.batch,
             "grad_accum": 1,
-            "precision": "fp32",
+            "precision": args.precision,
             "seed": args.seed,
             "log_every": 1,
+            "gradient_checkpointing": args.gradient_checkpointing,
         },
         "optim": {"lr": args.lr, "schedule": "cosine", "warmup_steps": 0, "max_grad_norm": 1.0},
         "adapter": {"type": "lora"},
@@ -143,9 +151,10 @@ def run_variant(args: argparse.Namespace, variant: str, repeat: int, work: Path)
             "lr": args.lr,
             "beta": args.beta,
             "max_length": args.max_length,
-            "precision": "fp32",
+            "precision": args.precision,
             "precompute_ref": mode == "precompute",
             "seed": args.seed,
+            "gradient_checkpointing": args.gradient_checkpointing,
         }
         spec_path = work / f"{name}.json"
         spec_path.write_text(json.dumps(spec))
@@ -215,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_length": args.max_length,
             "lora": "r=16 alpha=32 dropout=0.05 all-linear",
             "loss": f"sigmoid beta={args.beta}",
-            "precision": "fp32",
+            "precision": args.precision,
             "threads": args.threads,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "command": "python benchmarks/compare_trl_dpo.py " + " ".join(sys.argv[1:]),
         },
         "machine": {**machine_info(), "load_at_end": load_average()},
         "runs": rows,
