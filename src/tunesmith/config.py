@@ -349,13 +349,31 @@ class RegularizationSection(Section):
     )
 
 
-class SFTConfig(BaseRunConfig):
-    method: Literal["sft"] = "sft"
+class AdapterRunConfig(BaseRunConfig):
+    """A method that trains the base model in full or through a peft adapter (SFT, DPO, GRPO):
+    the adapter sections and the checks that hold for all of them."""
+
     adapter: AdapterSection = AdapterSection()
     lora: LoraSection = LoraSection()
     prefix: PrefixSection = PrefixSection()
     prompt: PromptSection = PromptSection()
     ia3: IA3Section = IA3Section()
+
+    @model_validator(mode="after")
+    def _check_adapter(self) -> AdapterRunConfig:
+        kind = self.adapter.type
+        if self.train.trainable_top_layers is not None and kind != "full":
+            raise ValueError("train.trainable_top_layers needs adapter.type=full")
+        if self.model.quantization != "none" and kind not in LORA_FAMILY:
+            raise ValueError(
+                f"model.quantization={self.model.quantization} trains adapters on a frozen "
+                f"quantized base: use adapter.type lora, rslora or dora (got {kind})"
+            )
+        return self
+
+
+class SFTConfig(AdapterRunConfig):
+    method: Literal["sft"] = "sft"
     forgetting: ForgettingSection | None = None
     regularization: RegularizationSection = RegularizationSection()
 
@@ -374,20 +392,13 @@ class SFTConfig(BaseRunConfig):
         return self
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> SFTConfig:
+    def _check_packing(self) -> SFTConfig:
         kind = self.adapter.type
-        if self.train.trainable_top_layers is not None and kind != "full":
-            raise ValueError("train.trainable_top_layers needs adapter.type=full")
         if self.data.packing and kind in PROMPT_LEARNING:
             raise ValueError(
                 f"data.packing does not work with adapter.type={kind}: the virtual tokens sit "
                 "in front of the whole row, so packed examples would share them; set "
                 "data.packing=false"
-            )
-        if self.model.quantization != "none" and kind not in LORA_FAMILY:
-            raise ValueError(
-                f"model.quantization={self.model.quantization} trains adapters on a frozen "
-                f"quantized base: use adapter.type lora, rslora or dora (got {kind})"
             )
         return self
 

@@ -37,7 +37,12 @@ import jinja2
 
 from tunesmith.data.readers import describe_type, iter_rows
 from tunesmith.data.records import ROLES, DataError, Message
-from tunesmith.data.templates import encode_prompt, end_of_turn_text, template_string
+from tunesmith.data.templates import (
+    encode_prompt,
+    end_of_turn_text,
+    render_messages,
+    template_string,
+)
 
 REJECT_RULES: tuple[str, ...] = ("malformed", "identical", "empty_chosen", "empty_rejected")
 """Rule names that appear in the ``rule`` field of a reject."""
@@ -287,7 +292,7 @@ def encode_pair(
     try:
         prompt_ids = encode_prompt(pair.prompt, tokenizer, template)
         jinja = template_string(template, tokenizer)
-        prompt_text = _render(pair.prompt, tokenizer, jinja, generation_prompt=True)
+        prompt_text = render_messages(pair.prompt, tokenizer, jinja, generation_prompt=True)
         chosen_ids = _response_ids(pair, pair.chosen, prompt_text, tokenizer, jinja, template)
         rejected_ids = _response_ids(pair, pair.rejected, prompt_text, tokenizer, jinja, template)
     except jinja2.TemplateError as exc:
@@ -310,20 +315,6 @@ def truncate_pair(
     return EncodedPair(prompt_ids, chosen_ids[:budget], rejected_ids[:budget], truncated=True)
 
 
-def _render(
-    messages: Sequence[Message], tokenizer: Any, jinja: str, *, generation_prompt: bool
-) -> str:
-    conversation = [{"role": m.role, "content": m.content} for m in messages]
-    return str(
-        tokenizer.apply_chat_template(
-            conversation,
-            chat_template=jinja,
-            tokenize=False,
-            add_generation_prompt=generation_prompt,
-        )
-    )
-
-
 def _response_ids(
     pair: PreferencePair, reply: str, prompt_text: str, tokenizer: Any, jinja: str, template: str
 ) -> list[int]:
@@ -332,7 +323,7 @@ def _response_ids(
     When the template renders the prompt differently inside the full conversation, the response
     is the reply followed by the template's end-of-turn text.
     """
-    full = _render(
+    full = render_messages(
         (*pair.prompt, Message("assistant", reply)), tokenizer, jinja, generation_prompt=False
     )
     if full.startswith(prompt_text):

@@ -134,9 +134,10 @@ def end_of_turn_text(name: str, tokenizer: Any) -> str:
     return eos
 
 
-def _render(
+def render_messages(
     messages: Sequence[Message], tokenizer: Any, jinja: str, *, generation_prompt: bool
 ) -> str:
+    """``messages`` rendered as text with the Jinja chat template ``jinja``."""
     conversation = [{"role": m.role, "content": m.content} for m in messages]
     return str(
         tokenizer.apply_chat_template(
@@ -150,7 +151,7 @@ def _render(
 
 def render_prompt(messages: Sequence[Message], tokenizer: Any, template: str = "tokenizer") -> str:
     """The conversation rendered with the assistant generation prompt, ready for inference."""
-    return _render(
+    return render_messages(
         messages, tokenizer, template_string(template, tokenizer), generation_prompt=True
     )
 
@@ -177,8 +178,8 @@ def _assistant_spans(
             continue
         if i == 0:
             raise jinja2.TemplateError("an assistant turn cannot open the conversation")
-        before = _render(messages[:i], tokenizer, jinja, generation_prompt=True)
-        upto = _render(messages[: i + 1], tokenizer, jinja, generation_prompt=False)
+        before = render_messages(messages[:i], tokenizer, jinja, generation_prompt=True)
+        upto = render_messages(messages[: i + 1], tokenizer, jinja, generation_prompt=False)
         if not (upto.startswith(before) and full.startswith(upto)):
             raise ChatTemplateError(
                 f"chat template {name!r} renders a conversation prefix differently from the full "
@@ -215,7 +216,7 @@ def _chat_labels(
 ) -> tuple[list[int], list[int]]:
     jinja = template_string(template, tokenizer)
     try:
-        full = _render(ex.messages, tokenizer, jinja, generation_prompt=False)
+        full = render_messages(ex.messages, tokenizer, jinja, generation_prompt=False)
         spans = (
             _assistant_spans(ex.messages, tokenizer, jinja, template, full)
             if train_on == "assistant"

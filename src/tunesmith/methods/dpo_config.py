@@ -11,13 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config import (
-    LORA_FAMILY,
-    AdapterSection,
-    BaseRunConfig,
-    IA3Section,
-    LoraSection,
-    PrefixSection,
-    PromptSection,
+    AdapterRunConfig,
     Section,
 )
 
@@ -93,26 +87,13 @@ class DPOSection(Section):
         return value
 
 
-class DPOConfig(BaseRunConfig):
+class DPOConfig(AdapterRunConfig):
     method: Literal["dpo"] = "dpo"
     data: PreferenceDataSection  # type: ignore[assignment]
     dpo: DPOSection = DPOSection()
-    adapter: AdapterSection = AdapterSection()
-    lora: LoraSection = LoraSection()
-    prefix: PrefixSection = PrefixSection()
-    prompt: PromptSection = PromptSection()
-    ia3: IA3Section = IA3Section()
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> DPOConfig:
-        kind = self.adapter.type
-        if self.train.trainable_top_layers is not None and kind != "full":
-            raise ValueError("train.trainable_top_layers needs adapter.type=full")
-        if self.model.quantization != "none" and kind not in LORA_FAMILY:
-            raise ValueError(
-                f"model.quantization={self.model.quantization} trains adapters on a frozen "
-                f"quantized base: use adapter.type lora, rslora or dora (got {kind})"
-            )
+    def _check_parallel(self) -> DPOConfig:
         if self.train.parallel != "ddp":
             raise ValueError("dpo runs in one process: train.parallel=fsdp is not supported")
         return self

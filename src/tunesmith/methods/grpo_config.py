@@ -15,12 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config import (
     LORA_FAMILY,
-    AdapterSection,
-    BaseRunConfig,
-    IA3Section,
-    LoraSection,
-    PrefixSection,
-    PromptSection,
+    AdapterRunConfig,
     Section,
 )
 
@@ -99,14 +94,9 @@ class GRPOSection(Section):
     eval_before: bool = Field(True, description="Evaluate the untrained policy at step 0.")
 
 
-class GRPOConfig(BaseRunConfig):
+class GRPOConfig(AdapterRunConfig):
     method: Literal["grpo"] = "grpo"
     data: PromptDataSection  # type: ignore[assignment]
-    adapter: AdapterSection = AdapterSection()
-    lora: LoraSection = LoraSection()
-    prefix: PrefixSection = PrefixSection()
-    prompt: PromptSection = PromptSection()
-    ia3: IA3Section = IA3Section()
     grpo: GRPOSection = GRPOSection()
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(name="math")],
