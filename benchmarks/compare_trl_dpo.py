@@ -6,7 +6,9 @@ of SmolLM2-135M-Instruct, the shipped preference set ``data/preference/train.jso
 per optimizer step (one micro-batch: 16 sequences, chosen and rejected in one forward), max
 length 256, AdamW lr 2e-4 cosine, fp32, ``--steps`` steps. Variants:
 
-* ``tunesmith-live``: reference = the policy with its adapter disabled, run every step;
+* ``tunesmith-live``: reference = the policy with its adapter disabled, run every step; the
+  pairs go in ``--layout`` (default ``auto``: each prompt once, both replies after it, packed
+  rows; ``padded``: 2B padded rows, as TRL does);
 * ``tunesmith-precompute``: ``dpo.precompute_ref=true`` (reference log-probs computed once,
   before the first step, and cached in the run dir);
 * ``trl-live`` / ``trl-precompute``: TRL 1.16 ``DPOTrainer`` with ``peft_config`` (reference =
@@ -66,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="both tools")
     p.add_argument(
+        "--layout",
+        choices=["auto", "shared_prompt", "padded"],
+        default="auto",
+        help="tunesmith's dpo.layout (auto = shared prompt; padded = TRL's layout)",
+    )
+    p.add_argument(
         "--gradient-checkpointing",
         action="store_true",
         help="on in both tools (TRL's DPOConfig default is on, tunesmith's off; the default "
@@ -106,7 +114,12 @@ def tunesmith_config(args: argparse.Namespace, name: str, precompute: bool, work
         "optim": {"lr": args.lr, "schedule": "cosine", "warmup_steps": 0, "max_grad_norm": 1.0},
         "adapter": {"type": "lora"},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "dpo": {"loss": "sigmoid", "beta": args.beta, "precompute_ref": precompute},
+        "dpo": {
+            "loss": "sigmoid",
+            "beta": args.beta,
+            "precompute_ref": precompute,
+            "layout": args.layout,
+        },
     }
 
 
@@ -180,6 +193,10 @@ def summarise(run: dict) -> dict[str, Any]:
         "wall_seconds": child.wall_seconds,
         "peak_rss_gib": child.peak_rss_bytes / 2**30,
         "first_loss": run["steps"][0].get("loss"),
+        "input_positions_per_step": statistics.mean(
+            r.get("input_positions", 0) for r in run["steps"]
+        )
+        or None,
         "load_before": child.load_before,
         "load_after": child.load_after,
     }
@@ -225,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "lora": "r=16 alpha=32 dropout=0.05 all-linear",
             "loss": f"sigmoid beta={args.beta}",
             "precision": args.precision,
+            "tunesmith_layout": args.layout,
             "threads": args.threads,
             "gradient_checkpointing": args.gradient_checkpointing,
             "command": "python benchmarks/compare_trl_dpo.py " + " ".join(sys.argv[1:]),

@@ -53,20 +53,34 @@ def pack_first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[Pac
     return [PackedRow(tuple(r), capacity - free) for r, free in zip(rows, room, strict=True)]
 
 
-def block_causal_mask(seq_ids: torch.Tensor, window: int | None = None) -> torch.Tensor:
+def block_causal_mask(
+    seq_ids: torch.Tensor,
+    window: int | None = None,
+    branch_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Boolean attention mask [B, 1, T, T]: query t sees key s iff s <= t, both belong to the same
     example and, with a sliding ``window``, t - s < window (as the model's own sliding layers do).
 
     ``seq_ids`` [B, T] numbers the examples of each row; padding has id -1 and attends only to
     itself (a fully masked row would give NaN in softmax).
+
+    Branches (the shared-prompt layout of preference pairs, :mod:`tunesmith.engine.logps`): with
+    ``branch_ids`` [B, T] (0 = the shared prefix, 1, 2, ... = continuations laid out one after
+    the other), a key is also visible only when it is in the prefix or in the query's own
+    branch, and the window is measured in ``position_ids`` (a branch restarts its positions where
+    the prefix ends, so index distance is not token distance any more).
     """
     t = seq_ids.size(1)
     idx = torch.arange(t, device=seq_ids.device)
-    causal = idx.unsqueeze(1) >= idx.unsqueeze(0)  # [T, T]
+    mask = (idx.unsqueeze(1) >= idx.unsqueeze(0)).unsqueeze(0)  # [1, T, T]
+    mask = mask & (seq_ids.unsqueeze(2) == seq_ids.unsqueeze(1))  # [B, T, T]
+    if branch_ids is not None:
+        key = branch_ids.unsqueeze(1)
+        mask = mask & ((key == 0) | (key == branch_ids.unsqueeze(2)))
     if window is not None:
-        causal = causal & (idx.unsqueeze(1) - idx.unsqueeze(0) < window)
-    same = seq_ids.unsqueeze(2) == seq_ids.unsqueeze(1)  # [B, T, T]
-    mask = same & causal
+        pos = idx.unsqueeze(0) if position_ids is None else position_ids  # [1 or B, T]
+        mask = mask & (pos.unsqueeze(2) - pos.unsqueeze(1) < window)
     pad = seq_ids < 0
     eye = torch.eye(t, dtype=torch.bool, device=seq_ids.device)
     mask = torch.where(pad.unsqueeze(2), eye.expand_as(mask), mask)

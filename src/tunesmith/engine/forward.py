@@ -28,14 +28,20 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "position_ids" in batch:
         kwargs["position_ids"] = batch["position_ids"]
         config = getattr(model, "config", None)
+        branches = batch.get("branch_ids")
         if "flash" in str(getattr(config, "_attn_implementation", "")):
+            if branches is not None:
+                raise ValueError("the shared-prompt layout needs a 4-D mask; flash takes none")
             kwargs.pop("attention_mask")
         elif "sliding_attention" in (getattr(config, "layer_types", None) or ()):
             # The sliding layers must keep their window inside each packed example.
             window = getattr(config, "sliding_window", None)
+            positions = batch["position_ids"] if branches is not None else None
             kwargs["attention_mask"] = {
                 "full_attention": batch["attention_mask"],
-                "sliding_attention": block_causal_mask(batch["seq_ids"], window),
+                "sliding_attention": block_causal_mask(
+                    batch["seq_ids"], window, branches, positions
+                ),
             }
     return kwargs
 

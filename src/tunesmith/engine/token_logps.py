@@ -45,6 +45,26 @@ def _chunk(
     return -F.cross_entropy(logits, targets, reduction="none")
 
 
+def head_logps(
+    head: torch.nn.Module,
+    softcap: float | None,
+    rows: torch.Tensor,
+    goal: torch.Tensor,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """``log softmax(head(rows))[goal]`` [N] float32 for hidden states ``rows`` [N, H] and target
+    ids ``goal`` [N], ``chunk_size`` rows at a time; under grad each chunk's [n, V] logits are
+    recomputed in the backward pass instead of kept."""
+    pieces = []
+    for start in range(0, rows.size(0), chunk_size):
+        h, t = rows[start : start + chunk_size], goal[start : start + chunk_size]
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(_chunk, head, softcap, h, t, use_reentrant=False))
+        else:
+            pieces.append(_chunk(head, softcap, h, t))
+    return torch.cat(pieces) if pieces else rows.new_zeros(0, dtype=torch.float32)
+
+
 def token_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,15 +81,7 @@ def token_logps(
         return logp.squeeze(-1) * keep, keep
     decoder, head, softcap = parts
     hidden = decoder(**model_inputs(model, batch)).last_hidden_state[:, :-1]
-    rows, goal = hidden[keep], targets[keep]
-    pieces = []
-    for start in range(0, rows.size(0), chunk_size):
-        h, t = rows[start : start + chunk_size], goal[start : start + chunk_size]
-        if torch.is_grad_enabled():
-            pieces.append(checkpoint(_chunk, head, softcap, h, t, use_reentrant=False))
-        else:
-            pieces.append(_chunk(head, softcap, h, t))
-    flat = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    flat = head_logps(head, softcap, hidden[keep], targets[keep], chunk_size)
     out = torch.zeros(keep.shape, dtype=torch.float32, device=hidden.device)
     out[keep] = flat
     return out, keep

@@ -8,7 +8,9 @@ The algorithm, top to bottom:
   2. optionally (``dpo.precompute_ref``) compute the reference log-probs of every pair once,
      cache them in the run dir keyed by a hash of the data, and never run the reference again;
   3. loop: per optimizer step take ``grad_accum`` micro-batches of pairs; for each, chosen and
-     rejected go through the policy in ONE forward pass (2B rows), their log-probs are summed over
+     rejected go through the policy in ONE forward pass (``dpo.layout``: by default each pair's
+     prompt once with both replies after it, masked from each other, packed into rows; or 2B
+     padded rows, see :mod:`tunesmith.engine.logps`), their log-probs are summed over
      the response tokens, the pair loss (:mod:`tunesmith.losses.dpo`) is averaged over the step's
      pairs and backpropagated; then clip, AdamW step, schedule step;
   4. every ``eval_every`` steps (and at step 0): loss, implicit rewards, margin, reward accuracy
@@ -45,7 +47,8 @@ from tunesmith.data.preference import (
 )
 from tunesmith.data.templates import template_string
 from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.logps import collate_pairs, sequence_logps
+from tunesmith.engine.forward import is_prompt_learning
+from tunesmith.engine.logps import collate_pairs, collate_shared_prompt, sequence_logps
 from tunesmith.engine.metrics import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
@@ -216,6 +219,32 @@ class Setup:
     data: PreferenceData
     reference: Reference
     total_steps: int
+    layout: str = "padded"
+
+    def collate(self, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
+        """One micro-batch of pairs in the run's layout, on the run's device."""
+        pad = self.tokenizer.pad_token_id
+        if self.layout == "shared_prompt":
+            capacity = self.cfg.data.max_length if self.cfg.dpo.pack_pairs else None
+            return _to(collate_shared_prompt(pairs, pad, capacity), self.device)
+        return _to(collate_pairs(pairs, pad), self.device)
+
+
+def _layout(cfg: DPOConfig, model: Any) -> tuple[str, str]:
+    """``(layout, why)``: ``dpo.layout``, with ``auto`` resolved for this model."""
+    flash = "flash" in str(getattr(model.config, "_attn_implementation", ""))
+    if cfg.dpo.layout == "shared_prompt" and flash:
+        raise UserError(
+            "dpo.layout=shared_prompt needs a 4-D attention mask, which flash attention does not "
+            "take; set model.attn_implementation=sdpa or dpo.layout=auto"
+        )
+    if cfg.dpo.layout != "auto":
+        return cfg.dpo.layout, "dpo.layout"
+    if is_prompt_learning(model):
+        return "padded", "auto: virtual tokens come before the whole row"
+    if flash:
+        return "padded", "auto: flash attention takes no 4-D mask"
+    return "shared_prompt", "auto"
 
 
 def setup(cfg: DPOConfig) -> Setup:
@@ -231,11 +260,13 @@ def setup(cfg: DPOConfig) -> Setup:
     model = _build_model(cfg, model_path, device)  # type: ignore[arg-type]
     trainable, total = parameter_counts(model)
     reference = _make_reference(cfg, model)
+    layout, why = _layout(cfg, model)
     extra = {"base_model": str(model_path), "data": data.stats, "trainable_params": trainable}
     write_run_files(run_dir, cfg, _as_list(cfg.data.train) + _as_list(cfg.data.validation), extra)
     print(
         f"[tunesmith] run dir {run_dir}\n[tunesmith] dpo loss={cfg.dpo.loss} beta={cfg.dpo.beta}"
         f" reference={reference.kind}{' (precomputed)' if cfg.dpo.precompute_ref else ''};"
+        f" layout={layout} ({why});"
         f" trainable params {trainable:,} / {total:,}; data {data.stats}",
         flush=True,
     )
@@ -249,6 +280,7 @@ def setup(cfg: DPOConfig) -> Setup:
         data=data,
         reference=reference,
         total_steps=_total_steps(cfg, len(data.train)),  # type: ignore[arg-type]
+        layout=layout,
     )
 
 
@@ -266,6 +298,8 @@ def _cache_path(s: Setup) -> Path:
                 s.cfg.model.dtype,
                 s.cfg.model.quantization,
                 s.precision,
+                s.layout,
+                str(s.cfg.dpo.pack_pairs),
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -284,7 +318,7 @@ def precompute_reference(s: Setup) -> dict[str, torch.Tensor]:
         rows = []
         for start in tqdm(range(0, len(pairs), size), desc=f"reference log-probs ({split})"):
             chunk = pairs[start : start + size]
-            batch = _to(collate_pairs(chunk, s.tokenizer.pad_token_id), s.device)
+            batch = s.collate(chunk)
             logps = s.reference.live(batch, s.precision, s.device).float().cpu()
             rows.append(torch.stack(logps.chunk(2), dim=1))  # [b, 2]
         out[split] = torch.cat(rows) if rows else torch.zeros(0, 2)
@@ -369,10 +403,10 @@ def train_step(
     """
     n_pairs = sum(len(idx) for idx in micro)
     parts: list[PairLogps] = []
+    positions = 0
     for idx in micro:
-        batch = _to(
-            collate_pairs([s.data.train[i] for i in idx], s.tokenizer.pad_token_id), s.device
-        )
+        batch = s.collate([s.data.train[i] for i in idx])
+        positions += batch["input_ids"].numel()
         ref = s.reference.logps(batch, "train", idx, s.precision, s.device)
         with autocast(s.precision, s.device):
             logps, lengths = sequence_logps(s.model, batch)  # one forward: chosen and rejected
@@ -390,6 +424,7 @@ def train_step(
         "grad_norm": float(norm),
         "lr": lr,
         "pairs": n_pairs,
+        "input_positions": positions,
     }
 
 
@@ -403,9 +438,7 @@ def evaluate(s: Setup) -> dict[str, float] | None:
         starts = range(0, len(s.data.val), size)
         for start in tqdm(starts, desc="held-out pairs", unit="batch", leave=False):
             idx = list(range(start, min(start + size, len(s.data.val))))
-            batch = _to(
-                collate_pairs([s.data.val[i] for i in idx], s.tokenizer.pad_token_id), s.device
-            )
+            batch = s.collate([s.data.val[i] for i in idx])
             ref = s.reference.logps(batch, "val", idx, s.precision, s.device)
             with autocast(s.precision, s.device):
                 logps, lengths = sequence_logps(s.model, batch)

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config import (
+    PROMPT_LEARNING,
     AdapterRunConfig,
     Section,
 )
@@ -75,6 +76,23 @@ class DPOSection(Section):
         description="Compute the reference log-probs of every pair once before training (cached "
         "in the run dir, keyed by a hash of the data) and skip the reference forward each step.",
     )
+    layout: Literal["auto", "shared_prompt", "padded"] = Field(
+        "auto",
+        description="How a micro-batch of pairs goes through the model. shared_prompt: one "
+        "segment prompt + chosen + rejected per pair, the prompt run once, the replies masked "
+        "from each other, one pair per row unless pack_pairs (same log-probs as padded, fewer "
+        "tokens). padded: prompt + chosen and prompt + rejected as separate padded rows. "
+        "auto: shared_prompt, or padded where it cannot work (prefix/prompt tuning, flash "
+        "attention); the run log says which.",
+    )
+    pack_pairs: bool = Field(
+        False,
+        description="shared_prompt layout only: pack several pairs' segments into rows of "
+        "data.max_length tokens instead of one pair per row. Less padding when pair lengths "
+        "vary widely; but a pair's log-probs then depend on its row-mates by float rounding "
+        "(~0.1 nats in bf16), so a precomputed reference is no longer bit-equal to the step-0 "
+        "policy.",
+    )
 
     @field_validator("beta")
     @classmethod
@@ -96,4 +114,14 @@ class DPOConfig(AdapterRunConfig):
     def _check_parallel(self) -> DPOConfig:
         if self.train.parallel != "ddp":
             raise ValueError("dpo runs in one process: train.parallel=fsdp is not supported")
+        return self
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> DPOConfig:
+        if self.dpo.layout == "shared_prompt" and self.adapter.type in PROMPT_LEARNING:
+            raise ValueError(
+                f"dpo.layout=shared_prompt does not work with adapter.type={self.adapter.type}: "
+                "the virtual tokens sit in front of the whole row, so the replies could not "
+                "share one prompt; use dpo.layout=auto or padded"
+            )
         return self
