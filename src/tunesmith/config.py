@@ -446,14 +446,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
-    node = data
-    for part in path[:-1]:
+    """Set ``value`` at ``path`` (``["tasks", "0", "limit"]``): missing mappings are created, a
+    numeric part indexes into an existing list (``tasks.0.limit`` changes the first task)."""
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(path[:depth])
+                raise ConfigError(
+                    f"override '{'.'.join(path)}': {where} is a list of {len(node)} item(s); "
+                    f"'{part}' is not an index in it (use 0 to {len(node) - 1})"
+                )
+            if last:
+                node[int(part)] = value
+                return
+            node = node[int(part)]
+            continue
+        if last:
+            node[part] = value
+            return
         child = node.get(part)
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             child = {}
             node[part] = child
         node = child
-    node[path[-1]] = value
 
 
 def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:

@@ -217,3 +217,12 @@ def test_fixed_label_choice_task_gives_classification_metrics(tiny_llama: Path) 
             want = sum(e["reference"] == ref and e["prediction"] == pred for e in examples)
             assert cls["confusion_matrix"][i][j] == want
     assert cls["accuracy"] == pytest.approx(task["metrics"]["accuracy"])
+
+
+def test_overrides_index_into_the_task_list() -> None:
+    suite_path = Path(__file__).resolve().parents[2] / "suites" / "demo.yaml"
+    suite = load_suite(suite_path, ["tasks.0.limit=5", "tasks.1.limit=3"])
+    assert [t.limit for t in suite.config.tasks] == [5, 3]
+    assert suite.config.tasks[0].name == "extract_json"  # the rest of the task is kept
+    with pytest.raises(ConfigError, match=r"tasks is a list of 2 item\(s\); '7' is not an index"):
+        load_suite(suite_path, ["tasks.7.limit=5"])
