@@ -23,10 +23,10 @@ through the model in a single forward pass, in one of two layouts:
 
 One segment per row keeps a pair's numbers independent of its batch-mates: each pair starts at
 offset 0 of its own row, as in the padded layout, so (measured on CPU under bf16) a pair's
-log-probs are bit-identical whatever batch it is in. Packed rows put a pair at varying offsets, where bf16 kernels block
-the work differently: a pair's log-prob moves by ~0.1 nats with its row-mates (fp32: ~1e-5),
-so a precomputed reference no longer matches the step-0 policy exactly. Packing pays when pair
-lengths in a micro-batch vary widely.
+log-probs are bit-identical whatever batch it is in. Packed rows put a pair at varying offsets,
+where bf16 kernels block the work differently: a pair's log-prob moves by ~0.1 nats with its
+row-mates (fp32: ~1e-5), so a precomputed reference no longer matches the step-0 policy
+exactly. Packing pays when pair lengths in a micro-batch vary widely.
 """
 
 from __future__ import annotations
