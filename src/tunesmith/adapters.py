@@ -18,7 +18,7 @@ from tunesmith.config import LoraSection
 from tunesmith.models import ModelError
 
 if TYPE_CHECKING:
-    from tunesmith.config import SFTConfig
+    from tunesmith.config import AdapterRunConfig
 
 LORA_PRESETS: dict[str, str | list[str]] = {
     "attention": ["q_proj", "v_proj"],
@@ -116,7 +116,7 @@ def attach_lora(model: Any, cfg: LoraSection, kind: str = "lora") -> Any:
     return get_peft_model(model, config)
 
 
-def _peft_config(cfg: SFTConfig, model: Any, model_path: str) -> Any:
+def _peft_config(cfg: AdapterRunConfig, model: Any, model_path: str) -> Any:
     """The peft config of a non-LoRA adapter type."""
     from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig
 
@@ -145,7 +145,7 @@ def _peft_config(cfg: SFTConfig, model: Any, model_path: str) -> Any:
     raise AdapterError(f"adapter.type={kind} is not a peft adapter")
 
 
-def attach_adapter(model: Any, cfg: SFTConfig, model_path: str) -> Any:
+def attach_adapter(model: Any, cfg: AdapterRunConfig, model_path: str) -> Any:
     """Wrap ``model`` with the peft adapter ``cfg.adapter.type`` selects (not ``full``)."""
     kind = cfg.adapter.type
     if kind in ("lora", "rslora", "dora"):

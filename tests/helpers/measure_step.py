@@ -2,8 +2,9 @@
 
 Run as a script in a fresh process (``python -m tests.helpers.measure_step MODEL_DIR ...``) so the
 measurement sees only this model: CPU memory is the process's peak RSS (VmHWM, reset through
-``/proc/self/clear_refs`` after loading), CUDA memory is ``torch.cuda.max_memory_allocated``. Prints
-one JSON line ``{"baseline": bytes, "peak": bytes, "increment": bytes}``.
+``/proc/self/clear_refs`` after loading and reading every weight once), CUDA memory is
+``torch.cuda.max_memory_allocated``. Prints one JSON line
+``{"baseline": bytes, "peak": bytes, "increment": bytes}``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def _model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     return model
 
 
+def _page_in(model: torch.nn.Module) -> None:
+    """Read every parameter and buffer once, so the loaded model is resident before the baseline.
+
+    On CPU, ``from_pretrained`` maps a safetensors file whose dtype is the requested one into
+    memory (a private file mapping) instead of copying it: the weights only count in RSS once
+    touched. Without this the first step's forward pages the whole model in (SmolLM2-135M in
+    fp32: 538 MB, each decoder layer's weights at its first matmul) and the measurement charges
+    the weights, which the planner counts as resident, to the step.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.sum()
+
+
 def _warm_up(args: argparse.Namespace, device: torch.device) -> None:
     """One step of a throw-away copy of the model on 8 tokens: pages in the kernels' code and
     starts the thread pools, so the measurement sees tensors, not libraries."""
@@ -97,6 +112,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _warm_up(args, device)
     model = _model(args, device)
+    _page_in(model)
     optimizer = build_optimizer(model, OptimSection(lr=1e-4))
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), device=device)

@@ -16,6 +16,7 @@ from tunesmith.config import ConfigError, load_config
 from tunesmith.data.preference import PreferencePair, encode_pair
 from tunesmith.data.records import Message
 from tunesmith.engine.logps import collate_pairs, sequence_logps
+from tunesmith.engine.trainable import build_trainable_model
 from tunesmith.methods import dpo
 from tunesmith.models import load_causal_lm, load_tokenizer
 
@@ -135,7 +136,7 @@ def test_adapter_reference_is_the_base_model(tmp_path: Path, tiny_llama: Path) -
     cfg = load_config(write_dpo_config(tmp_path, tiny_llama, write_pref_data(tmp_path / "p.jsonl")))
     tokenizer = load_tokenizer(tiny_llama)
     batch = _pairs(tokenizer)
-    policy = dpo._build_model(cfg, tiny_llama, torch.device("cpu"))
+    policy = build_trainable_model(cfg, tiny_llama, torch.device("cpu"))
     with torch.no_grad():  # make the adapter matter: LoRA's B starts at zero
         for name, p in policy.named_parameters():
             if "lora_B" in name:

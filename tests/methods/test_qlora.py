@@ -57,13 +57,13 @@ def _capture_model(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     from tunesmith.methods import sft
 
     built: list[Any] = []
-    original = sft._build_model
+    original = sft.build_trainable_model
 
     def build(*args: Any, **kwargs: Any) -> Any:
         built.append(original(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(sft, "_build_model", build)
+    monkeypatch.setattr(sft, "build_trainable_model", build)
     return built
 
 

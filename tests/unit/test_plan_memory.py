@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from tests.helpers.measure_step import measure
+from tests.helpers.measure_step import _page_in, _status_bytes, measure
 from tunesmith.plan.memory import (
     NF4_BYTES,
     TrainSetup,
@@ -129,6 +129,23 @@ def _tiny_llama(root: Path) -> Path:
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
     return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_measurement_baseline_holds_the_weights(tmp_path: Path) -> None:
+    """Loaded on CPU, a safetensors file of the requested dtype is memory-mapped, not copied:
+    its weights join RSS only when read. The measurement reads them before its baseline, so the
+    first step does not charge them (538 MB for SmolLM2-135M in fp32) to the step."""
+    from tunesmith.models import load_causal_lm
+
+    model = load_causal_lm(_tiny_llama(tmp_path), dtype=torch.float32, device=torch.device("cpu"))
+    weights = sum(t.numel() * t.element_size() for t in model.parameters())  # ~20 MB
+    _page_in(model)
+    before = _status_bytes("VmRSS")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+    assert _status_bytes("VmRSS") - before < 0.1 * weights
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")

@@ -23,7 +23,8 @@ from tunesmith.doctor.checks import Check
 from tunesmith.engine.forward import forward_logits
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
-from tunesmith.methods.sft import Setup, _build_model, _step_module, _total_steps, train_step
+from tunesmith.engine.trainable import build_trainable_model, total_steps
+from tunesmith.methods.sft import Setup, _step_module, train_step
 
 EXACT_RTOL = 1e-4
 """Packed vs alone logit tolerance in float32, as a share of the largest logit (at least 1e-4
@@ -35,7 +36,7 @@ LOW_PRECISION_RTOL = 2e-2
 
 def build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
     """The model as training builds it (base, dtype, LoRA or frozen layers, seed)."""
-    return _build_model(cfg, model_path, device)
+    return build_trainable_model(cfg, model_path, device)
 
 
 def _mask_isolated(packed: dict[str, torch.Tensor], at: int) -> bool:
@@ -130,7 +131,7 @@ def time_train_step(
 ) -> StepTiming:
     """Two real optimizer steps (forward, backward, clip, AdamW, schedule) on the run's first
     micro-batches, through ``sft.train_step``. The weights change: use a throw-away model."""
-    total = _total_steps(cfg, len(rows))
+    total = total_steps(cfg.train, len(rows))
     s = Setup(
         cfg=cfg,
         run_dir=Path(),  # unused by train_step

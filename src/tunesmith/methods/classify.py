@@ -40,6 +40,7 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.trainable import total_steps
 from tunesmith.eval.classification import classification_report, majority_baseline
 from tunesmith.losses.classification import classification_loss
 from tunesmith.methods.classify_config import ClassifyConfig
@@ -273,8 +274,7 @@ def setup(cfg: ClassifyConfig) -> Setup:
     model = build_model(cfg, path, data.labels, tokenizer)
     train, held = _encode_all(cfg, data, tokenizer, model)
     run_dir = new_run_dir(cfg)
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
-    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / per_step))
+    total = total_steps(cfg.train, len(train))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = sum(p.numel() for p in model.parameters())
     extra = {

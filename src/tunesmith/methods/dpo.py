@@ -54,6 +54,7 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.trainable import build_trainable_model, due, total_steps
 from tunesmith.errors import UserError
 from tunesmith.losses.dpo import (
     REFERENCE_FREE,
@@ -64,7 +65,6 @@ from tunesmith.losses.dpo import (
     reward_stats,
 )
 from tunesmith.methods.dpo_config import DPOConfig, PreferenceDataSection
-from tunesmith.methods.sft import _build_model, _due, _total_steps
 from tunesmith.models import load_tokenizer, pick_device, resolve_model
 
 __all__ = ["DPOConfig", "DPOResult", "run"]
@@ -257,7 +257,7 @@ def setup(cfg: DPOConfig) -> Setup:
     run_dir = new_run_dir(cfg)
     write_jsonl(run_dir / "rejects.jsonl", data.rejects)
     write_jsonl(run_dir / "data" / "val.jsonl", [p.to_json() for p in data.val_pairs])
-    model = _build_model(cfg, model_path, device)  # type: ignore[arg-type]
+    model = build_trainable_model(cfg, model_path, device)
     trainable, total = parameter_counts(model)
     reference = _make_reference(cfg, model)
     layout, why = _layout(cfg, model)
@@ -279,7 +279,7 @@ def setup(cfg: DPOConfig) -> Setup:
         tokenizer=tokenizer,
         data=data,
         reference=reference,
-        total_steps=_total_steps(cfg, len(data.train)),  # type: ignore[arg-type]
+        total_steps=total_steps(cfg.train, len(data.train)),
         layout=layout,
     )
 
@@ -532,9 +532,9 @@ def run(cfg: DPOConfig, skip_preflight: bool = False) -> DPOResult:
             loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.2f}", margin=f"{m['margin']:.3f}"
         )
         bar.update(1)
-        if _due(step, cfg.train.eval_every, s.total_steps):
+        if due(step, cfg.train.eval_every, s.total_steps):
             last_val = (step, _log_eval(s, step, log))
-        if _due(step, cfg.train.save_every, s.total_steps):
+        if due(step, cfg.train.save_every, s.total_steps):
             state = {"step": step, "last_train_loss": last_loss}
             ckpt.save_checkpoint(
                 s.run_dir, step, s.model, optimizer, scheduler, state, cfg.train.keep_last

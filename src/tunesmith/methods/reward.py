@@ -36,6 +36,7 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.trainable import total_steps as steps_for
 from tunesmith.errors import UserError
 from tunesmith.losses.reward import bradley_terry_loss, pairwise_accuracy
 from tunesmith.models import load_dtype, pick_device
@@ -286,13 +287,6 @@ def _setup(cfg: RewardConfig) -> tuple[Path, RewardModel, Pairs, Pairs, dict[str
     return run_dir, rm, train, val, stats
 
 
-def _total_steps(cfg: RewardConfig, n: int) -> int:
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
-    return max(1, math.ceil(cfg.train.epochs * n / per_step))
-
-
 def _maybe_eval(
     rm: RewardModel, val: Pairs, cfg: RewardConfig, step: int, log: MetricsLog
 ) -> dict[str, float] | None:
@@ -305,7 +299,7 @@ def _maybe_eval(
 
 def run(cfg: RewardConfig, skip_preflight: bool = False) -> RewardResult:
     run_dir, rm, train, val, stats = _setup(cfg)
-    total_steps = _total_steps(cfg, len(train.pairs))
+    total_steps = steps_for(cfg.train, len(train.pairs))
     opt = build_optimizer(rm.net, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, total_steps)
     precision = resolve_precision(cfg.train.precision, rm.device)

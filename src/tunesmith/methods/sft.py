@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import attach_adapter, freeze_all_but_top, parameter_counts
+from tunesmith.adapters import parameter_counts
 from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import (
     PreparedData,
@@ -66,11 +66,12 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.trainable import build_trainable_model, due, total_steps
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
 from tunesmith.forgetting.monitor import Forgetting
 from tunesmith.losses.sft import IGNORE_INDEX
-from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
-from tunesmith.quantization import base_weight_bytes, prepare_quantized, quantization_config
+from tunesmith.models import load_tokenizer, pick_device, resolve_model
+from tunesmith.quantization import base_weight_bytes, quantization_config
 
 CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process after this step
 
@@ -136,36 +137,6 @@ def _step_module(
 # ----------------------------------------------------------------------------- set up
 
 
-def _build_model(cfg: SFTConfig, model_path: Path, device: torch.device) -> Any:
-    """The base model (quantized when ``model.quantization`` asks), with the adapter that
-    ``adapter.type`` selects or the layers that train in full fine-tuning."""
-    torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
-    model = load_causal_lm(
-        model_path,
-        dtype=load_dtype(cfg.model.dtype, device),
-        device=device,
-        attn_implementation=cfg.model.attn_implementation,
-        quantization=cfg.model.quantization,
-    )
-    if cfg.model.quantization != "none":
-        model = prepare_quantized(model, cfg.train.gradient_checkpointing)
-    elif cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.adapter.type != "full":
-        model = attach_adapter(model, cfg, str(model_path))
-    elif cfg.train.trainable_top_layers is not None:
-        freeze_all_but_top(model, cfg.train.trainable_top_layers)
-    model.train()
-    return model
-
-
-def _total_steps(cfg: SFTConfig, n_train: int, world: int = 1) -> int:
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
-    return max(1, math.ceil(cfg.train.epochs * n_train / per_step))
-
-
 def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
     info = init_distributed(cfg.train.device)
     device = pick_device(rank_device(info, cfg.train.device))
@@ -196,7 +167,7 @@ def setup(cfg: SFTConfig, skip_preflight: bool = False) -> Setup:
         tokenizer=tokenizer,
         data=data,
         rows=rows,
-        total_steps=_total_steps(cfg, len(rows), info.world),
+        total_steps=total_steps(cfg.train, len(rows), info.world),
         dist=info,
         step_module=_step_module(model, info, device, cfg.train.parallel, cfg.train.compile),
     )
@@ -216,7 +187,7 @@ def _prepare(
         raise PreflightError(failures)  # `tunesmith doctor` explains; --skip-preflight overrides
     rows = make_rows(data.train.encoded, cfg.data.packing, cfg.data.max_length)
     data.stats["train_rows"] = len(rows)
-    return model_path, tokenizer, data, rows, _build_model(cfg, model_path, device)
+    return model_path, tokenizer, data, rows, build_trainable_model(cfg, model_path, device)
 
 
 def _announce(
@@ -490,10 +461,6 @@ def _final_val_loss(s: Setup, step: int) -> float | None:
     )["loss"]
 
 
-def _due(step: int, every: int | None, last: int) -> bool:
-    return every is not None and (step % every == 0 or step == last)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -540,12 +507,12 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
         last_loss = m["loss"]
         m["step_seconds"] = time.perf_counter() - t0
         _report_step(s, state.step, per_step, m, fill, log, bar)
-        if _due(state.step, cfg.train.eval_every, s.total_steps):
+        if due(state.step, cfg.train.eval_every, s.total_steps):
             stopped_early = _evaluate(s, state, log)
         if fg.due(state.step, s.total_steps, cfg.train.save_every) and fg.check(s, state.step, log):
             stopped_early = True  # over the forgetting budget: no checkpoint of these weights
             break
-        if _due(state.step, cfg.train.save_every, s.total_steps):
+        if due(state.step, cfg.train.save_every, s.total_steps):
             _checkpoint(s, state, optimizer, scheduler)
             fg.checkpointed(s, state.step)
         if crash_after and state.step == crash_after:

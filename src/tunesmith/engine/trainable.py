@@ -1,0 +1,55 @@
+"""The trainable model every adapter-based method starts from, and the step bookkeeping they share.
+
+``build_trainable_model`` loads the base model (quantized when ``model.quantization`` asks, with
+gradient checkpointing when ``train.gradient_checkpointing`` asks) and wraps it with the adapter
+``adapter.type`` selects, or, for full fine-tuning, freezes all but ``train.trainable_top_layers``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.adapters import attach_adapter, freeze_all_but_top
+from tunesmith.config import AdapterRunConfig, TrainSection
+from tunesmith.models import load_causal_lm, load_dtype
+from tunesmith.quantization import prepare_quantized
+
+
+def build_trainable_model(cfg: AdapterRunConfig, model_path: Path, device: torch.device) -> Any:
+    """The base model with its adapter (or its trainable top layers), in train mode."""
+    torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
+    model = load_causal_lm(
+        model_path,
+        dtype=load_dtype(cfg.model.dtype, device),
+        device=device,
+        attn_implementation=cfg.model.attn_implementation,
+        quantization=cfg.model.quantization,
+    )
+    if cfg.model.quantization != "none":
+        model = prepare_quantized(model, cfg.train.gradient_checkpointing)
+    elif cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.adapter.type != "full":
+        model = attach_adapter(model, cfg, str(model_path))
+    elif cfg.train.trainable_top_layers is not None:
+        freeze_all_but_top(model, cfg.train.trainable_top_layers)
+    model.train()
+    return model
+
+
+def total_steps(train: TrainSection, n_items: int, world: int = 1) -> int:
+    """``train.max_steps``, or ``ceil(epochs * n_items / (micro_batch * grad_accum * world))``."""
+    if train.max_steps is not None:
+        return train.max_steps
+    per_step = train.micro_batch_size * train.grad_accum * world
+    return max(1, math.ceil(train.epochs * n_items / per_step))
+
+
+def due(step: int, every: int | None, last: int) -> bool:
+    """Whether a periodic action (evaluate, save) runs after ``step``: every ``every`` steps and
+    after the last one; never when ``every`` is None."""
+    return every is not None and (step % every == 0 or step == last)
