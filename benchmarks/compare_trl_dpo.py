@@ -6,11 +6,13 @@ of SmolLM2-135M-Instruct, the shipped preference set ``data/preference/train.jso
 per optimizer step (one micro-batch: 16 sequences, chosen and rejected in one forward), max
 length 256, AdamW lr 2e-4 cosine, fp32, ``--steps`` steps. Variants:
 
-* ``tunesmith-live``: reference = the policy with its adapter disabled, run every step; the
-  pairs go in ``--layout`` (default ``auto``: each prompt once, both replies after it, packed
-  rows; ``padded``: 2B padded rows, as TRL does);
+* ``tunesmith-live``: reference = the policy with its adapter disabled, run every step; pairs
+  in tunesmith's default layout (``dpo.layout: auto``: each prompt once with both replies after
+  it, one pair per row);
 * ``tunesmith-precompute``: ``dpo.precompute_ref=true`` (reference log-probs computed once,
   before the first step, and cached in the run dir);
+* ``tunesmith_padded-live`` / ``-precompute``: the same with ``dpo.layout: padded`` (2B padded
+  rows, TRL's layout): the shared-prompt lever measured alone;
 * ``trl-live`` / ``trl-precompute``: TRL 1.16 ``DPOTrainer`` with ``peft_config`` (reference =
   adapter disabled) and ``precompute_ref_log_probs`` off / on (``_trl_dpo_worker.py``).
 
@@ -50,7 +52,14 @@ from compare_trl import child_env  # noqa: E402
 MODEL = "smollm2-135m-instruct"
 DATA = REPO / "data" / "preference" / "train.jsonl"
 DEFAULT_OUT = HERE / "results" / "compare_trl_dpo.json"
-VARIANTS = ("tunesmith-live", "tunesmith-precompute", "trl-live", "trl-precompute")
+VARIANTS = (
+    "tunesmith-live",
+    "tunesmith-precompute",
+    "tunesmith_padded-live",
+    "tunesmith_padded-precompute",
+    "trl-live",
+    "trl-precompute",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,12 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="both tools")
-    p.add_argument(
-        "--layout",
-        choices=["auto", "shared_prompt", "padded"],
-        default="auto",
-        help="tunesmith's dpo.layout (auto = shared prompt; padded = TRL's layout)",
-    )
     p.add_argument(
         "--gradient-checkpointing",
         action="store_true",
@@ -91,7 +94,9 @@ def data_file(args: argparse.Namespace, work: Path) -> Path:
     return path
 
 
-def tunesmith_config(args: argparse.Namespace, name: str, precompute: bool, work: Path) -> dict:
+def tunesmith_config(
+    args: argparse.Namespace, name: str, precompute: bool, layout: str, work: Path
+) -> dict:
     return {
         "method": "dpo",
         "model": {"name_or_path": MODEL},
@@ -118,7 +123,7 @@ def tunesmith_config(args: argparse.Namespace, name: str, precompute: bool, work
             "loss": "sigmoid",
             "beta": args.beta,
             "precompute_ref": precompute,
-            "layout": args.layout,
+            "layout": layout,
         },
     }
 
@@ -139,9 +144,10 @@ def run_variant(args: argparse.Namespace, variant: str, repeat: int, work: Path)
     name = f"{variant}-r{repeat}"
     log = work / f"{name}.log"
     env = child_env(args.threads)
-    if tool == "tunesmith":
+    if tool.startswith("tunesmith"):
         cfg_path = work / f"{name}.yaml"
-        cfg = tunesmith_config(args, name, mode == "precompute", work)
+        layout = "padded" if tool == "tunesmith_padded" else "auto"
+        cfg = tunesmith_config(args, name, mode == "precompute", layout, work)
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         metrics = work / "runs" / name / "metrics.jsonl"
         cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(cfg_path)]
@@ -242,7 +248,6 @@ def main(argv: list[str] | None = None) -> int:
             "lora": "r=16 alpha=32 dropout=0.05 all-linear",
             "loss": f"sigmoid beta={args.beta}",
             "precision": args.precision,
-            "tunesmith_layout": args.layout,
             "threads": args.threads,
             "gradient_checkpointing": args.gradient_checkpointing,
             "command": "python benchmarks/compare_trl_dpo.py " + " ".join(sys.argv[1:]),

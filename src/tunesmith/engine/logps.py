@@ -21,12 +21,13 @@ through the model in a single forward pass, in one of two layouts:
   every predicted token the flat index of the hidden state that predicts it (``src``), the token
   (``tgt``) and the output it adds to (``owner``).
 
-One segment per row keeps a pair's numbers independent of its batch-mates: each pair starts at
-offset 0 of its own row, as in the padded layout, so (measured on CPU under bf16) a pair's
-log-probs are bit-identical whatever batch it is in. Packed rows put a pair at varying offsets,
-where bf16 kernels block the work differently: a pair's log-prob moves by ~0.1 nats with its
-row-mates (fp32: ~1e-5), so a precomputed reference no longer matches the step-0 policy
-exactly. Packing pays when pair lengths in a micro-batch vary widely.
+Rounding: in fp32 the layouts agree to ~1e-5. Under bf16 a sequence's log-prob also depends on
+what else is in its batch, by up to ~0.1 nats (measured on SmolLM2-135M, CPU): in both layouts
+through the padded row width (kernels split their sums by tensor shape), and with packed
+rows through the pair's offset and row-mates. So a reference precomputed in other batches than
+the training step's is not bit-equal to the step-0 policy in bf16 (first-step DPO loss 0.69323
+instead of log 2 = 0.69315 in ``benchmarks/compare_trl_dpo.py``). One pair per row is the
+default: packing (``dpo.pack_pairs``) pays only when pair lengths in a micro-batch vary widely.
 """
 
 from __future__ import annotations

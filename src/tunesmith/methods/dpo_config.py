@@ -88,10 +88,8 @@ class DPOSection(Section):
     pack_pairs: bool = Field(
         False,
         description="shared_prompt layout only: pack several pairs' segments into rows of "
-        "data.max_length tokens instead of one pair per row. Less padding when pair lengths "
-        "vary widely; but a pair's log-probs then depend on its row-mates by float rounding "
-        "(~0.1 nats in bf16), so a precomputed reference is no longer bit-equal to the step-0 "
-        "policy.",
+        "data.max_length tokens instead of one pair per row: less padding when pair lengths "
+        "vary widely, larger attention matrices otherwise.",
     )
 
     @field_validator("beta")
