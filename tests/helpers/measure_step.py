@@ -22,12 +22,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def measure(model: Path, method: str, seq: int, batch: int, checkpointing: bool) -> int:
+def measure(
+    model: Path, method: str, seq: int, batch: int, checkpointing: bool, dropout: float = 0.0
+) -> int:
     """Peak memory that 2 training steps (the second with optimizer state) add above the loaded
     model, in a fresh process. A fixed malloc mmap threshold makes freed tensors leave RSS, so
-    RSS follows the live tensors."""
+    RSS follows the live tensors. ``dropout``: LoRA dropout."""
     cmd = [sys.executable, "-m", "tests.helpers.measure_step", str(model), "--method", method]
-    cmd += ["--seq", str(seq), "--batch", str(batch)]
+    cmd += ["--seq", str(seq), "--batch", str(batch), "--dropout", str(dropout)]
     cmd += ["--checkpointing"] if checkpointing else []
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
@@ -55,7 +57,7 @@ def _model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
         from tunesmith.adapters import attach_lora
         from tunesmith.config import LoraSection
 
-        model = attach_lora(model, LoraSection(r=args.rank, dropout=0.0))
+        model = attach_lora(model, LoraSection(r=args.rank, dropout=args.dropout))
     model.train()
     return model
 
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout")
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warm-full", action="store_true", help="warm up on the full batch")

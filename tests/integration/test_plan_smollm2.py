@@ -13,9 +13,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize(
-    ("method", "checkpointing"), [("lora", False), ("full", False), ("lora", True)]
+    ("method", "checkpointing", "dropout"),
+    [("lora", False, 0.0), ("full", False, 0.0), ("lora", True, 0.0), ("lora", False, 0.05)],
 )
-def test_smollm2_estimate_within_25_percent(method: str, checkpointing: bool) -> None:
+def test_smollm2_estimate_within_25_percent(
+    method: str, checkpointing: bool, dropout: float
+) -> None:
     model = resolve_model("smollm2-135m-instruct")
     setup = TrainSetup(
         method=method,  # type: ignore[arg-type]
@@ -24,8 +27,12 @@ def test_smollm2_estimate_within_25_percent(method: str, checkpointing: bool) ->
         micro_batch=2,
         precision="fp32",
         device_type="cpu",
+        lora_dropout=dropout,
     )
     predicted = estimate(resolve_shape(str(model)), setup).step_increment
-    measured = measure(model, method, 512, 2, checkpointing)
-    print(f"smollm2 {method} ckpt={checkpointing}: predicted {predicted:,} measured {measured:,}")
+    measured = measure(model, method, 512, 2, checkpointing, dropout)
+    print(
+        f"smollm2 {method} ckpt={checkpointing} dropout={dropout}: "
+        f"predicted {predicted:,} measured {measured:,}"
+    )
     assert predicted == pytest.approx(measured, rel=0.25), (predicted, measured)

@@ -33,8 +33,15 @@ def _add_memory_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", type=int, default=1)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--optimizer", choices=["adamw", "adamw8bit", "sgd"], default="adamw")
+    p.add_argument(
+        "--optim-impl",
+        choices=["auto", "fused", "foreach", "for-loop"],
+        default="auto",
+        help="AdamW kernel (optim.implementation); auto: fused, foreach under FSDP",
+    )
     p.add_argument("--precision", choices=["fp32", "bf16", "bf16-pure"], default="bf16")
     p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-dropout", type=float, default=0.05, help="lora.dropout")
     p.add_argument(
         "--lora-targets", default="all-linear", help="all-linear, attention, or q_proj,v_proj,..."
     )
@@ -72,8 +79,10 @@ def _setup(args: argparse.Namespace, seq_len: int) -> Any:
         seq_len=seq_len,
         micro_batch=args.micro_batch,
         optimizer=args.optimizer,
+        optimizer_impl=args.optim_impl,
         precision=args.precision,
         lora_rank=args.lora_rank,
+        lora_dropout=args.lora_dropout,
         lora_targets=_targets(args.lora_targets),
         devices=args.devices,
         attention=args.attention,
