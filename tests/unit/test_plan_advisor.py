@@ -86,6 +86,26 @@ def test_cli_plan_memory_and_best_fit(capsys: pytest.CaptureFixture[str]) -> Non
     assert "best fitting configuration in 80 GiB: full" in out and "adamw8bit" in out
 
 
+def _cli_estimate(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert main(["plan", "7B", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)["estimate"]
+
+
+def test_cli_plan_optimizer_kernel_and_lora_dropout(capsys: pytest.CaptureFixture[str]) -> None:
+    fused = _cli_estimate(capsys, "--method", "full", "--optim-impl", "fused")
+    foreach = _cli_estimate(capsys, "--method", "full", "--optim-impl", "foreach")
+    assert fused["setup"]["optimizer_impl"] == "fused"
+    assert foreach["setup"]["optimizer_impl"] == "foreach"
+    # foreach AdamW's sqrt(v) temporary only exists in its step phase
+    assert foreach["peak"] > fused["peak"]
+    plain = _cli_estimate(capsys, "--method", "lora", "--lora-dropout", "0")
+    dropped = _cli_estimate(capsys, "--method", "lora", "--lora-dropout", "0.1")
+    assert dropped["setup"]["lora_dropout"] == 0.1
+    assert dropped["bytes"]["activations"] > plain["bytes"]["activations"]
+    assert main(["plan", "7B", "--method", "lora", "--lora-dropout", "1.5"]) == 2
+    assert "--lora-dropout) must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
 def test_cli_plan_data_fills_in_facts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(_chat(f"item {i}", json.dumps({"id": i})) for i in range(30)) + "\n")

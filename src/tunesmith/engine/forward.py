@@ -12,6 +12,12 @@ from tunesmith.data.packing import block_causal_mask
 from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
 
 
+def uses_flash_attention(model: Any) -> bool:
+    """Whether the model runs a flash-attention kernel, which takes no 4-D mask."""
+    config = getattr(model, "config", None)
+    return "flash" in str(getattr(config, "_attn_implementation", ""))
+
+
 def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The keyword arguments for the model's forward.
 
@@ -29,7 +35,7 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         kwargs["position_ids"] = batch["position_ids"]
         config = getattr(model, "config", None)
         branches = batch.get("branch_ids")
-        if "flash" in str(getattr(config, "_attn_implementation", "")):
+        if uses_flash_attention(model):
             if branches is not None:
                 raise ValueError("the shared-prompt layout needs a 4-D mask; flash takes none")
             kwargs.pop("attention_mask")

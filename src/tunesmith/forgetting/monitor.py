@@ -27,6 +27,7 @@ from tunesmith.data.templates import Encoded
 from tunesmith.engine.distributed import all_reduce_sum, broadcast_object, is_fsdp
 from tunesmith.engine.forward import forward_logits
 from tunesmith.engine.metrics import MetricsLog
+from tunesmith.engine.trainable import due
 from tunesmith.eval.perplexity import evaluate_loss
 from tunesmith.forgetting.ewc import Regularizer, estimate_fisher, trainable
 from tunesmith.forgetting.guard import deltas, flipped, over_budget
@@ -146,11 +147,8 @@ class Forgetting:
     def due(self, step: int, total: int, save_every: int | None) -> bool:
         if not self.active:
             return False
-        every = self.cfg.every
-        if every is not None and (step % every == 0 or step == total):
-            return True
-        guarded = self.cfg.budget is not None and save_every is not None
-        return guarded and (step % save_every == 0 or step == total)
+        guarded = self.cfg.budget is not None
+        return due(step, self.cfg.every, total) or (guarded and due(step, save_every, total))
 
     @torch.no_grad()
     def probe(self, s: Any) -> dict[str, Any]:

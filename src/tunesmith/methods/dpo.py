@@ -9,7 +9,7 @@ The algorithm, top to bottom:
      cache them in the run dir keyed by a hash of the data, and never run the reference again;
   3. loop: per optimizer step take ``grad_accum`` micro-batches of pairs; for each, chosen and
      rejected go through the policy in ONE forward pass (``dpo.layout``: by default each pair's
-     prompt once with both replies after it, masked from each other, packed into rows; or 2B
+     prompt once with both replies after it, masked from each other, one pair per row; or 2B
      padded rows, see :mod:`tunesmith.engine.logps`), their log-probs are summed over
      the response tokens, the pair loss (:mod:`tunesmith.losses.dpo`) is averaged over the step's
      pairs and backpropagated; then clip, AdamW step, schedule step;
@@ -47,7 +47,7 @@ from tunesmith.data.preference import (
 )
 from tunesmith.data.templates import template_string
 from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.forward import is_prompt_learning
+from tunesmith.engine.forward import is_prompt_learning, uses_flash_attention
 from tunesmith.engine.logps import collate_pairs, collate_shared_prompt, sequence_logps
 from tunesmith.engine.metrics import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
@@ -232,7 +232,7 @@ class Setup:
 
 def _layout(cfg: DPOConfig, model: Any) -> tuple[str, str]:
     """``(layout, why)``: ``dpo.layout``, with ``auto`` resolved for this model."""
-    flash = "flash" in str(getattr(model.config, "_attn_implementation", ""))
+    flash = uses_flash_attention(model)
     if cfg.dpo.layout == "shared_prompt" and flash:
         raise UserError(
             "dpo.layout=shared_prompt needs a 4-D attention mask, which flash attention does not "

@@ -36,7 +36,7 @@ from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
-from tunesmith.engine.trainable import total_steps as steps_for
+from tunesmith.engine.trainable import total_steps
 from tunesmith.errors import UserError
 from tunesmith.losses.reward import bradley_terry_loss, pairwise_accuracy
 from tunesmith.models import load_dtype, pick_device
@@ -299,9 +299,9 @@ def _maybe_eval(
 
 def run(cfg: RewardConfig, skip_preflight: bool = False) -> RewardResult:
     run_dir, rm, train, val, stats = _setup(cfg)
-    total_steps = steps_for(cfg.train, len(train.pairs))
+    steps = total_steps(cfg.train, len(train.pairs))
     opt = build_optimizer(rm.net, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, total_steps)
+    sched = build_scheduler(opt, cfg.optim, steps)
     precision = resolve_precision(cfg.train.precision, rm.device)
     log = open_metrics_log(run_dir, cfg, True)
     first = _maybe_eval(rm, val, cfg, 0, log)
@@ -309,27 +309,27 @@ def run(cfg: RewardConfig, skip_preflight: bool = False) -> RewardResult:
     batches = step_batches(
         len(train.pairs), cfg.train.seed, cfg.train.micro_batch_size, cfg.train.grad_accum
     )
-    bar = tqdm(total=total_steps, desc="reward", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, desc="reward", unit="step", dynamic_ncols=True)
     m: dict[str, float] = {}
-    for step in range(1, total_steps + 1):
+    for step in range(1, steps + 1):
         t0 = time.perf_counter()
         m = train_step(rm, train, next(batches), opt, sched, cfg, precision)
         m["step_seconds"] = time.perf_counter() - t0
-        if step % cfg.train.log_every == 0 or step == total_steps:
+        if step % cfg.train.log_every == 0 or step == steps:
             log.write({"step": step, "split": "train", **m})
         bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.2f}")
         bar.update(1)
         every = cfg.train.eval_every
-        if every is not None and step % every == 0 and step != total_steps:
+        if every is not None and step % every == 0 and step != steps:
             last_val = _maybe_eval(rm, val, cfg, step, log)
     bar.close()
-    last_val = _maybe_eval(rm, val, cfg, total_steps, log)
+    last_val = _maybe_eval(rm, val, cfg, steps, log)
     final = save_final(rm, run_dir)
     log.close()
     return RewardResult(
         run_dir=run_dir,
         final_dir=final,
-        steps=total_steps,
+        steps=steps,
         last_train_loss=m.get("loss"),
         initial_val_accuracy=first["val_accuracy"] if first else None,
         val_accuracy=last_val["val_accuracy"] if last_val else None,

@@ -357,7 +357,7 @@ def estimate(shape: ModelShape, s: TrainSetup) -> Estimate:
     if s.devices < 1 or s.seq_len < 1 or s.micro_batch < 1:
         raise PlanError("devices, seq_len and micro_batch must be >= 1")
     if not 0 <= s.lora_dropout < 1:
-        raise PlanError("lora_dropout must be in [0, 1)")
+        raise PlanError(f"lora_dropout (--lora-dropout) must be in [0, 1), got {s.lora_dropout}")
     items, trainable = _items(shape, s)
     lora_w = 0 if s.method == "full" else _sharded(trainable * 4, s)
     lora_g = lora_w
