@@ -24,7 +24,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m tunesmith.demo
+	$(PY) -m tunesmith.examples.demo
 
 test: setup
 	$(PY) -m pytest -q -n 2 -m "not integration"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

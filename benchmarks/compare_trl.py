@@ -138,7 +138,7 @@ def schedule(args: argparse.Namespace) -> list[Job]:
 def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Write both data files and work out tunesmith's packed rows for this data."""
     from tunesmith.data.packing import pack_first_fit_decreasing
-    from tunesmith.models import load_tokenizer, resolve_model
+    from tunesmith.models.load import load_tokenizer, resolve_model
 
     model_dir = resolve_model(MODEL)
     tokenizer = load_tokenizer(model_dir)

@@ -157,7 +157,7 @@ def run_variant(args: argparse.Namespace, variant: str, repeat: int, work: Path)
         for row, cpu in zip(steps, child.step_cpu_seconds, strict=False):
             row["step_cpu_seconds"] = cpu
     else:
-        from tunesmith.models import resolve_model
+        from tunesmith.models.load import resolve_model
 
         out = work / name
         spec = {

@@ -40,7 +40,7 @@ from _child import run_child  # noqa: E402
 from _machine import load_average, machine_info  # noqa: E402
 from compare_trl import child_env  # noqa: E402
 
-from tunesmith.models import resolve_model  # noqa: E402
+from tunesmith.models.load import resolve_model  # noqa: E402
 
 G, PROMPTS, LORA_R, LR, BETA, SEED = 8, 4, 16, 5e-4, 0.04, 42
 

@@ -33,7 +33,7 @@ from _machine import load_average, machine_info  # noqa: E402
 from tunesmith.data.records import Message  # noqa: E402
 from tunesmith.data.templates import encode_prompt  # noqa: E402
 from tunesmith.generation import SamplingParams, _eos_ids, left_pad, sample  # noqa: E402
-from tunesmith.models import load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
+from tunesmith.models.load import load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
 
 
 def _prompts(tokenizer: Any, n: int) -> list[list[int]]:

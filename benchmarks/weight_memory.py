@@ -27,8 +27,8 @@ MODEL = "smollm2-135m-instruct"
 
 def weight_memory() -> dict[str, int]:
     """Bytes of the base weights as loaded, per storage format."""
-    from tunesmith.models import load_causal_lm, resolve_model
-    from tunesmith.quantization import base_weight_bytes
+    from tunesmith.models.load import load_causal_lm, resolve_model
+    from tunesmith.models.quantization import base_weight_bytes
 
     path = resolve_model(MODEL)
     cpu = torch.device("cpu")

@@ -2,7 +2,7 @@
 """Held-out accuracy of a model on verifiable prompts (greedy replies scored by reward functions).
 
 The first reward defines accuracy (share of replies scoring >= 1). TARGET is anything
-``tunesmith.models.load_for_inference`` takes: an alias, a model dir, or a run dir (its
+``tunesmith.models.load.load_for_inference`` takes: an alias, a model dir, or a run dir (its
 ``final/`` adapter is used). Compare a base model with a GRPO run::
 
     python scripts/grpo_eval.py smollm2-135m-instruct --data data/grpo/test.jsonl
@@ -28,7 +28,7 @@ from tunesmith.data.prompts import read_prompts, reward_fields
 from tunesmith.eval.verifiable import evaluate_rewards
 from tunesmith.generation import SamplingParams, sample
 from tunesmith.losses.grpo import zero_variance_fraction
-from tunesmith.models import load_for_inference
+from tunesmith.models.load import load_for_inference
 from tunesmith.rewards.registry import Reward, resolve_reward, score_all
 
 

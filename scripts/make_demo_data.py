@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write the quickstart demo dataset: ``data/demo/train.jsonl`` and ``data/demo/test.jsonl``.
 
-The task (see ``tunesmith.demo_task``): a short sentence about a person goes in, and the reply must
+The task (see ``tunesmith.examples.demo_task``): a short sentence about a person goes in, and the
+reply must
 be exactly one line of JSON with the keys ``name``, ``age`` (an integer) and ``city``, in that
 order, for example ``{"name": "Maria Lopez", "age": 34, "city": "Lisbon"}``. The prompt asks for
 JSON but does not spell out the keys, their order or the types, so an untuned model rarely gets

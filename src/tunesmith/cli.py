@@ -18,12 +18,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from tunesmith.checks.preflight import PreflightError
     from tunesmith.data.records import DataError
     from tunesmith.data.templates import ChatTemplateError
-    from tunesmith.doctor.preflight import PreflightError
     from tunesmith.errors import UserError
     from tunesmith.merge.common import MergeError
-    from tunesmith.models import ModelError
+    from tunesmith.models.load import ModelError
 
     return (
         *USER_ERRORS,
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides))
-    from tunesmith.doctor.report import run_doctor
+    from tunesmith.checks.report import run_doctor
 
     html = Path(args.html) if args.html else None
     return run_doctor(cfg, html_path=html, n_examples=args.examples, use_model=not args.no_model)
@@ -107,7 +107,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from tunesmith.models import ALIASES, cache_dir, describe_model, resolve_model
+    from tunesmith.models.load import ALIASES, cache_dir, describe_model, resolve_model
 
     if args.convert:
         path = resolve_model(args.convert)
@@ -148,7 +148,7 @@ def _conversation(system: str | None, turns: list[tuple[str, str]]) -> list[Any]
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from tunesmith.generation import chat_replies
-    from tunesmith.models import load_for_inference
+    from tunesmith.models.load import load_for_inference
 
     model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -162,7 +162,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from tunesmith.generation import chat_replies
-    from tunesmith.models import load_for_inference
+    from tunesmith.models.load import load_for_inference
 
     model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
     turns: list[tuple[str, str]] = []
@@ -205,7 +205,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tunesmith.data.dataset import prepare_data
     from tunesmith.eval.loading import load_eval_model
     from tunesmith.eval.perplexity import evaluate_loss
-    from tunesmith.models import pick_device
+    from tunesmith.models.load import pick_device
 
     data, settings = _eval_data(args)
     keep = {k: v for k, v in settings.items() if k in DataSection.model_fields}

@@ -71,7 +71,7 @@ def read_score_rows(path: str) -> tuple[list[dict[str, Any]], list[Any], list[st
 
 def cmd_score(args: argparse.Namespace) -> int:
     from tunesmith.errors import UserError
-    from tunesmith.reward_model import load_reward_model
+    from tunesmith.models.reward_head import load_reward_model
 
     single = args.prompt is not None or args.completion is not None
     if single == (args.data is not None) or (single and None in (args.prompt, args.completion)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunesmith.eval.compare import wilson_interval, win_stats
-from tunesmith.eval.metrics import (
+from tunesmith.eval.scorers import (
     classification_scores,
     exact_match,
     json_match,

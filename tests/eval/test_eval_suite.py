@@ -16,12 +16,12 @@ from tunesmith.config import ConfigError
 from tunesmith.data.records import DataError
 from tunesmith.data.templates import encode_example, encode_prompt
 from tunesmith.eval.items import load_items
-from tunesmith.eval.metrics import token_f1
 from tunesmith.eval.perplexity import evaluate_loss
 from tunesmith.eval.runner import run_suite
+from tunesmith.eval.scorers import token_f1
 from tunesmith.eval.suite import SuiteError, load_suite
 from tunesmith.generation import SamplingParams, chat_replies
-from tunesmith.models import load_for_inference
+from tunesmith.models.load import load_for_inference
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,7 +178,7 @@ def test_preference_by_log_likelihood(tmp_path: Path, tiny_llama: Path) -> None:
 def test_preference_with_a_reward_model(tmp_path: Path, tiny_llama: Path) -> None:
     from tests.helpers.preference_data import write_pairs
     from tests.helpers.runs import write_config
-    from tunesmith.reward_model import load_reward_model
+    from tunesmith.models.reward_head import load_reward_model
 
     cfg = write_config(
         tmp_path,

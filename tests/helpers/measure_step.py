@@ -48,14 +48,14 @@ def _reset_peak() -> None:
 
 
 def _model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
-    from tunesmith.models import load_causal_lm
+    from tunesmith.models.load import load_causal_lm
 
     model = load_causal_lm(args.model, dtype=torch.float32, device=device)
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.method == "lora":
-        from tunesmith.adapters import attach_lora
         from tunesmith.config import LoraSection
+        from tunesmith.models.adapters import attach_lora
 
         model = attach_lora(model, LoraSection(r=args.rank, dropout=args.dropout))
     model.train()

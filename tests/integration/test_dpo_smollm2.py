@@ -11,7 +11,7 @@ import yaml
 from tunesmith.config import load_config
 from tunesmith.data.preference import encode_pair, load_preference_pairs
 from tunesmith.methods import dpo
-from tunesmith.models import load_tokenizer, resolve_model
+from tunesmith.models.load import load_tokenizer, resolve_model
 
 pytestmark = [
     pytest.mark.integration,

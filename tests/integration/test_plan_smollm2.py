@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.measure_step import measure
-from tunesmith.models import resolve_model
+from tunesmith.models.load import resolve_model
 from tunesmith.plan.memory import TrainSetup, estimate
 from tunesmith.plan.shapes import resolve_shape
 

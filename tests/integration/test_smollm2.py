@@ -10,7 +10,7 @@ import pytest
 from tests.helpers.runs import step_losses, train, write_config
 from tunesmith.data.formats import load_examples
 from tunesmith.data.templates import encode_example
-from tunesmith.models import load_tokenizer, resolve_model
+from tunesmith.models.load import load_tokenizer, resolve_model
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,7 +56,7 @@ def test_gguf_file_converts_to_a_cached_safetensors_dir(
     import torch
     from safetensors.torch import load_file
 
-    from tunesmith.models import alias_gguf_path
+    from tunesmith.models.load import alias_gguf_path
 
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
     gguf = alias_gguf_path("smollm2-135m-instruct")

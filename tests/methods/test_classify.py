@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel, BertConfig
 
 from tunesmith.config import load_config
+from tunesmith.data.labelled import LabelError, collate, encode, read_labelled
 from tunesmith.data.records import DataError
-from tunesmith.encoders import encoder_dir
 from tunesmith.methods.classify import load_classifier, predict, run
-from tunesmith.methods.classify_data import LabelError, collate, encode, read_labelled
+from tunesmith.models.encoders import encoder_dir
 
 WORDS = {"billing": "refund invoice charge", "shipping": "parcel courier late"}
 
@@ -161,7 +161,7 @@ def test_decoder_pooling_uses_the_last_real_token(tiny_llama: Path, tmp_path: Pa
     token the attention mask keeps, so padding a batch does not change an example's logits."""
     cfg = config(tmp_path, tiny_llama, "head")
     from tunesmith.methods.classify import build_model
-    from tunesmith.models import load_tokenizer
+    from tunesmith.models.load import load_tokenizer
 
     tok = load_tokenizer(tiny_llama)
     model = build_model(cfg, tiny_llama, ["a", "b"], tok).eval()

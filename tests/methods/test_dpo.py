@@ -18,7 +18,7 @@ from tunesmith.data.records import Message
 from tunesmith.engine.logps import collate_pairs, sequence_logps
 from tunesmith.engine.trainable import build_trainable_model
 from tunesmith.methods import dpo
-from tunesmith.models import load_causal_lm, load_tokenizer
+from tunesmith.models.load import load_causal_lm, load_tokenizer
 
 
 def write_pref_data(path: Path, n: int = 48, seed: int = 0) -> Path:

@@ -73,7 +73,7 @@ def test_qlora_base_stays_quantized_and_untouched(
     import bitsandbytes as bnb
     from peft import PeftModel
 
-    from tunesmith.models import load_causal_lm
+    from tunesmith.models.load import load_causal_lm
 
     built = _capture_model(monkeypatch)
     data = write_chat_data(tmp_path / "d.jsonl")
@@ -150,7 +150,7 @@ def test_nf4_errors_are_clear(
     assert main(["train", str(narrow)]) == 2
     assert "multiples of 64" in capsys.readouterr().err
 
-    import tunesmith.quantization as q
+    import tunesmith.models.quantization as q
 
     monkeypatch.setattr(q, "bnb_available", lambda: False)
     cfg = write_config(tmp_path, llama64, data, model={"quantization": "nf4"})

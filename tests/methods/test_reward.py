@@ -12,7 +12,7 @@ import torch
 from tests.helpers.preference_data import BAD, GOOD, write_pairs
 from tests.helpers.runs import write_config
 from tunesmith.cli import main
-from tunesmith.reward_model import RewardModelError, load_reward_model
+from tunesmith.models.reward_head import RewardModelError, load_reward_model
 
 
 @pytest.fixture(scope="module")

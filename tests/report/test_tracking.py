@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.config import ConfigError, load_config
-from tunesmith.engine.metrics import MetricsLog, NullLog, read_metrics
+from tunesmith.engine.metrics_log import MetricsLog, NullLog, read_metrics
 from tunesmith.engine.tracking import TrackingLog, open_metrics_log, scalars
 
 RECORDS = [

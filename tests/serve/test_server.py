@@ -22,7 +22,7 @@ def _reference(base: Path, adapter: Path | None, prompt: str, max_new: int) -> s
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.models import load_tokenizer
+    from tunesmith.models.load import load_tokenizer
 
     tok = load_tokenizer(base)
     model = AutoModelForCausalLM.from_pretrained(str(base))
@@ -109,7 +109,7 @@ def test_text_completion(client: Any, served: Served, tiny_llama: Path) -> None:
     reply = client.completions.create(model="tiny", prompt="The quick", max_tokens=6, temperature=0)
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.models import load_tokenizer
+    from tunesmith.models.load import load_tokenizer
 
     tok = load_tokenizer(tiny_llama)
     ids = tok("The quick", return_tensors="pt")["input_ids"]

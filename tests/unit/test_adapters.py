@@ -10,7 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tunesmith.adapters import (
+from tunesmith.config import ConfigError, SFTConfig, load_config
+from tunesmith.engine.forward import forward_loss
+from tunesmith.losses.sft import IGNORE_INDEX
+from tunesmith.models.adapters import (
     AdapterError,
     attach_adapter,
     check_rank,
@@ -18,10 +21,7 @@ from tunesmith.adapters import (
     match_targets,
     parameter_counts,
 )
-from tunesmith.config import ConfigError, SFTConfig, load_config
-from tunesmith.engine.forward import forward_loss
-from tunesmith.losses.sft import IGNORE_INDEX
-from tunesmith.quantization import QuantizationError, base_weight_bytes, quantization_config
+from tunesmith.models.quantization import QuantizationError, base_weight_bytes, quantization_config
 
 
 def _cfg(**sections: Any) -> SFTConfig:
@@ -126,7 +126,7 @@ def test_config_combinations() -> None:
 
 
 def test_quantization_without_backend_lists_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tunesmith.quantization as q
+    import tunesmith.models.quantization as q
 
     monkeypatch.setattr(q, "bnb_available", lambda: False)
     with pytest.raises(QuantizationError, match=r"tunesmith\[quant\].*none, nf4, int8"):

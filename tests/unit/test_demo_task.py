@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.demo_task import score_reply
+from tunesmith.examples.demo_task import score_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"

@@ -1,4 +1,4 @@
-"""Unit tests for tunesmith.doctor: each check passes on healthy input and catches its fault."""
+"""Unit tests for tunesmith.checks: each check passes on healthy input and catches its fault."""
 
 from __future__ import annotations
 
@@ -9,27 +9,27 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from tests.helpers.tiny_tokenizer import make_tiny_tokenizer
-from tunesmith.config import DataSection
-from tunesmith.data.dataset import PreparedData, Split, collate
-from tunesmith.data.packing import collate_packed
-from tunesmith.data.records import Example, Message
-from tunesmith.data.templates import IGNORE_INDEX, TEMPLATES, Encoded, encode_example
-from tunesmith.doctor.checks import (
+from tunesmith.checks.checks import (
     check_bos,
     check_end_of_turn,
     check_padding,
     check_padding_side,
     trained_spans,
 )
-from tunesmith.doctor.lengths import check_lengths, full_lengths, length_stats
-from tunesmith.doctor.model_checks import check_packing_isolation
-from tunesmith.doctor.preflight import (
+from tunesmith.checks.lengths import check_lengths, full_lengths, length_stats
+from tunesmith.checks.model_checks import check_packing_isolation
+from tunesmith.checks.preflight import (
     PreflightError,
     check_template,
     check_truncation,
     saved_tokenizer,
 )
-from tunesmith.doctor.render import HtmlReport, render_html, render_terminal, rendered
+from tunesmith.checks.render import HtmlReport, render_html, render_terminal, rendered
+from tunesmith.config import DataSection
+from tunesmith.data.dataset import PreparedData, Split, collate
+from tunesmith.data.packing import collate_packed
+from tunesmith.data.records import Example, Message
+from tunesmith.data.templates import IGNORE_INDEX, TEMPLATES, Encoded, encode_example
 
 
 def _chat(i: int, turns: int = 1) -> Example:

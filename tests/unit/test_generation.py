@@ -14,7 +14,7 @@ from tunesmith.generation import (
     generate_ids,
     sample,
 )
-from tunesmith.models import load_tokenizer
+from tunesmith.models.load import load_tokenizer
 
 
 @pytest.fixture(autouse=True)

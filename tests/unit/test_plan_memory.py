@@ -204,7 +204,7 @@ def test_measurement_baseline_holds_the_weights(tmp_path: Path) -> None:
     """Loaded on CPU, a safetensors file of the requested dtype is memory-mapped, not copied:
     its weights join RSS only when read. The measurement reads them before its baseline, so the
     first step does not charge them (538 MB for SmolLM2-135M in fp32) to the step."""
-    from tunesmith.models import load_causal_lm
+    from tunesmith.models.load import load_causal_lm
 
     model = load_causal_lm(_tiny_llama(tmp_path), dtype=torch.float32, device=torch.device("cpu"))
     weights = sum(t.numel() * t.element_size() for t in model.parameters())  # ~20 MB
@@ -245,9 +245,9 @@ def test_lora_saved_tensors_match_the_formula(tmp_path: Path, dropout: float) ->
     inputs are what the formula counts; the rest is RMSNorm's rsqrt and RoPE's cos/sin, and
     with dropout the first layer's q/k/v masks, which are not kept because that layer's input
     needs no gradient."""
-    from tunesmith.adapters import attach_lora
     from tunesmith.config import LoraSection
-    from tunesmith.models import load_causal_lm
+    from tunesmith.models.adapters import attach_lora
+    from tunesmith.models.load import load_causal_lm
 
     path = _tiny_llama(tmp_path, kv_heads=8)
     model = load_causal_lm(path, dtype=torch.float32, device=torch.device("cpu"))

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from tunesmith.losses.reward import bradley_terry_loss, pairwise_accuracy
+from tunesmith.losses.bradley_terry import bradley_terry_loss, pairwise_accuracy
 
 
 def test_hand_worked_loss() -> None:

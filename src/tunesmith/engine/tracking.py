@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from tunesmith.engine.metrics import MetricsLog, NullLog
+from tunesmith.engine.metrics_log import MetricsLog, NullLog
 
 SKIP_KEYS = frozenset({"step", "split", "time"})
 

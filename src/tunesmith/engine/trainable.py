@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from tunesmith.adapters import attach_adapter, freeze_all_but_top
 from tunesmith.config import AdapterRunConfig, TrainSection
-from tunesmith.models import load_causal_lm, load_dtype
-from tunesmith.quantization import prepare_quantized
+from tunesmith.models.adapters import attach_adapter, freeze_all_but_top
+from tunesmith.models.load import load_causal_lm, load_dtype
+from tunesmith.models.quantization import prepare_quantized
 
 
 def build_trainable_model(cfg: AdapterRunConfig, model_path: Path, device: torch.device) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.models import ALIASES, find_weights_dir, load_for_inference
+from tunesmith.models.load import ALIASES, find_weights_dir, load_for_inference
 
 
 class MissingBaseError(UserError):

@@ -25,7 +25,7 @@ from tunesmith.data.dataset import collate
 from tunesmith.data.templates import Encoded, encode_example, encode_prompt
 from tunesmith.engine.forward import forward_logits
 from tunesmith.eval.items import EvalItem, load_items
-from tunesmith.eval.metrics import GENERATION_METRICS, classification_scores, mean, normalize_answer
+from tunesmith.eval.scorers import GENERATION_METRICS, classification_scores, mean, normalize_answer
 from tunesmith.eval.suite import GenerationSettings, Suite, TaskSpec
 from tunesmith.generation import SamplingParams, generate_ids
 from tunesmith.losses.sft import IGNORE_INDEX
@@ -175,7 +175,7 @@ def _preference_scores(ctx: Context, task: TaskSpec, items: list[EvalItem]) -> l
     """[chosen_0, rejected_0, chosen_1, ...]: rewards, or the model's summed log-likelihoods."""
     path = ctx.suite.reward_models.get(task.name)
     if path is not None:
-        from tunesmith.reward_model import load_reward_model
+        from tunesmith.models.reward_head import load_reward_model
 
         device = str(next(ctx.model.parameters()).device)
         rm = load_reward_model(path, device=device)

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from tunesmith.config import Format, Section, load_model
 from tunesmith.errors import UserError
-from tunesmith.eval.metrics import GENERATION_METRICS
+from tunesmith.eval.scorers import GENERATION_METRICS
 
 TaskType = Literal["generation", "choice", "loss", "preference"]
 METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {

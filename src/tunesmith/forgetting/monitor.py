@@ -26,7 +26,7 @@ import torch
 from tunesmith.data.templates import Encoded
 from tunesmith.engine.distributed import all_reduce_sum, broadcast_object, is_fsdp
 from tunesmith.engine.forward import forward_logits
-from tunesmith.engine.metrics import MetricsLog
+from tunesmith.engine.metrics_log import MetricsLog
 from tunesmith.engine.trainable import due
 from tunesmith.eval.perplexity import evaluate_loss
 from tunesmith.forgetting.ewc import Regularizer, estimate_fisher, trainable

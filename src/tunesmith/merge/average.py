@@ -131,7 +131,7 @@ def _copy_tokenizer(run: Path, tmp: Path) -> None:
     if (run / "config.yaml").is_file():  # no export yet: the base model's tokenizer
         import yaml
 
-        from tunesmith.models import resolve_model
+        from tunesmith.models.load import resolve_model
 
         name = yaml.safe_load((run / "config.yaml").read_text())["model"]["name_or_path"]
         sources.append(resolve_model(str(name)))
@@ -143,7 +143,7 @@ def _copy_tokenizer(run: Path, tmp: Path) -> None:
 
 @torch.no_grad()
 def _check_loads(tmp: Path, run: Path) -> dict[str, Any]:
-    from tunesmith.models import load_for_inference
+    from tunesmith.models.load import load_for_inference
 
     model, tokenizer = load_for_inference(str(tmp), device="cpu", dtype="float32")
     prompts = verification_prompts(tokenizer, run, n=2)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from tunesmith.engine.checkpoint import atomic_dir, commit_dir
-from tunesmith.models import ModelError, _adapter_base, find_weights_dir, resolve_model
+from tunesmith.models.load import ModelError, _adapter_base, find_weights_dir, resolve_model
 
 ADAPTER_CONFIG = "adapter_config.json"
 

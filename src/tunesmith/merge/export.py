@@ -17,7 +17,7 @@ import torch
 from tunesmith.merge.common import MergeError, fp32_device, is_adapter, run_dir_of, weights_dir
 from tunesmith.merge.lora import merge_run, save_verified
 from tunesmith.merge.verify import DEFAULT_TOLERANCE, model_outputs, verification_prompts
-from tunesmith.models import load_causal_lm, load_tokenizer
+from tunesmith.models.load import load_causal_lm, load_tokenizer
 
 FORMATS = ("safetensors", "gguf")
 GGUF_HELP = (

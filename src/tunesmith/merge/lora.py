@@ -36,7 +36,7 @@ from tunesmith.merge.verify import (
     model_outputs,
     verification_prompts,
 )
-from tunesmith.models import load_causal_lm, load_tokenizer
+from tunesmith.models.load import load_causal_lm, load_tokenizer
 
 EQUAL_RANK_METHODS = ("linear", "ties", "dare_ties", "dare_linear")
 METHODS = (*EQUAL_RANK_METHODS, "cat", "svd")

@@ -25,8 +25,8 @@ import torch
 import yaml
 
 from tunesmith.merge.verify import Outputs, compare, model_outputs
-from tunesmith.models import load_causal_lm
-from tunesmith.quantization import base_weight_bytes
+from tunesmith.models.load import load_causal_lm
+from tunesmith.models.quantization import base_weight_bytes
 
 
 def training_quantization(adapter_dir: Path) -> str:

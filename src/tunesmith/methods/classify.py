@@ -32,19 +32,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
-from tunesmith.adapters import check_rank, linear_modules, lora_targets, match_targets
+from tunesmith.config.classify import ClassifyConfig
 from tunesmith.data.dataset import step_batches
-from tunesmith.encoders import resolve_backbone
-from tunesmith.engine.metrics import MetricsLog
-from tunesmith.engine.optim import build_optimizer, build_scheduler
-from tunesmith.engine.precision import autocast, resolve_precision
-from tunesmith.engine.rundir import new_run_dir, write_run_files
-from tunesmith.engine.tracking import open_metrics_log
-from tunesmith.engine.trainable import total_steps
-from tunesmith.eval.classification import classification_report, majority_baseline
-from tunesmith.losses.classification import classification_loss
-from tunesmith.methods.classify_config import ClassifyConfig
-from tunesmith.methods.classify_data import (
+from tunesmith.data.labelled import (
     ClassifyData,
     LabelledText,
     check_pad_free,
@@ -53,7 +43,17 @@ from tunesmith.methods.classify_data import (
     prepare_classify_data,
     train_files,
 )
-from tunesmith.models import load_dtype, load_tokenizer, pick_device
+from tunesmith.engine.metrics_log import MetricsLog
+from tunesmith.engine.optim import build_optimizer, build_scheduler
+from tunesmith.engine.precision import autocast, resolve_precision
+from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.trainable import total_steps
+from tunesmith.eval.classification import classification_report, majority_baseline
+from tunesmith.losses.classification import classification_loss
+from tunesmith.models.adapters import check_rank, linear_modules, lora_targets, match_targets
+from tunesmith.models.encoders import resolve_backbone
+from tunesmith.models.load import load_dtype, load_tokenizer, pick_device
 
 __all__ = ["ClassifyConfig", "ClassifyResult", "load_classifier", "run"]
 

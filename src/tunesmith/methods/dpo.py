@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import parameter_counts
+from tunesmith.config.dpo import DPOConfig, PreferenceDataSection
 from tunesmith.data.dataset import step_batches, write_jsonl
 from tunesmith.data.preference import (
     EncodedPair,
@@ -49,7 +49,7 @@ from tunesmith.data.templates import template_string
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.forward import is_prompt_learning, uses_flash_attention
 from tunesmith.engine.logps import collate_pairs, collate_shared_prompt, sequence_logps
-from tunesmith.engine.metrics import MetricsLog, read_metrics
+from tunesmith.engine.metrics_log import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
@@ -64,8 +64,8 @@ from tunesmith.losses.dpo import (
     preference_loss,
     reward_stats,
 )
-from tunesmith.methods.dpo_config import DPOConfig, PreferenceDataSection
-from tunesmith.models import load_tokenizer, pick_device, resolve_model
+from tunesmith.models.adapters import parameter_counts
+from tunesmith.models.load import load_tokenizer, pick_device, resolve_model
 
 __all__ = ["DPOConfig", "DPOResult", "run"]
 

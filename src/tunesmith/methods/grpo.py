@@ -33,11 +33,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import attach_adapter, parameter_counts
+from tunesmith.config.grpo import GRPOConfig
 from tunesmith.data.prompts import PromptRecord, read_prompts, reward_fields
 from tunesmith.data.templates import template_string
 from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.metrics import MetricsLog
+from tunesmith.engine.metrics_log import MetricsLog
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
@@ -47,8 +47,14 @@ from tunesmith.errors import UserError
 from tunesmith.eval.verifiable import VerifiableEval, evaluate_rewards
 from tunesmith.generation import Completion, SamplingParams, sample
 from tunesmith.losses.grpo import group_advantages, grpo_loss, zero_variance_fraction
-from tunesmith.methods.grpo_config import GRPOConfig
-from tunesmith.models import load_causal_lm, load_dtype, load_tokenizer, pick_device, resolve_model
+from tunesmith.models.adapters import attach_adapter, parameter_counts
+from tunesmith.models.load import (
+    load_causal_lm,
+    load_dtype,
+    load_tokenizer,
+    pick_device,
+    resolve_model,
+)
 from tunesmith.rewards.registry import Reward, resolve_reward, score_all
 
 __all__ = ["GRPOConfig", "GRPOResult", "run"]

@@ -9,7 +9,7 @@ The algorithm, top to bottom:
   3. every ``eval_every`` steps (and before the first and after the last): held-out pairwise
      accuracy (chance = 50%) and loss;
   4. save ``final/``: weights, tokenizer and ``tunesmith_reward.json``, which
-     :func:`tunesmith.reward_model.load_reward_model` reloads.
+     :func:`tunesmith.models.reward_head.load_reward_model` reloads.
 """
 
 from __future__ import annotations
@@ -20,27 +20,27 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import check_rank, lora_targets, match_targets, parameter_counts
-from tunesmith.config import AdapterSection, BaseRunConfig, LoraSection, Section
+from tunesmith.config import LoraSection
+from tunesmith.config.reward import RewardConfig
 from tunesmith.data.dataset import data_files, step_batches, write_jsonl
 from tunesmith.data.preference import PreferencePair, load_preference_pairs
 from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.metrics import MetricsLog
+from tunesmith.engine.metrics_log import MetricsLog
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.engine.trainable import total_steps
 from tunesmith.errors import UserError
-from tunesmith.losses.reward import bradley_terry_loss, pairwise_accuracy
-from tunesmith.models import load_dtype, pick_device
-from tunesmith.reward_model import (
+from tunesmith.losses.bradley_terry import bradley_terry_loss, pairwise_accuracy
+from tunesmith.models.adapters import check_rank, lora_targets, match_targets, parameter_counts
+from tunesmith.models.load import load_dtype, pick_device
+from tunesmith.models.reward_head import (
     RewardModel,
     backbone_kind,
     load_head_model,
@@ -50,36 +50,6 @@ from tunesmith.reward_model import (
 )
 
 HEADS = ("score", "classifier")  # the scalar heads: trained in full, never LoRA-adapted
-
-
-class RewardSection(Section):
-    margin: float = Field(
-        0.0,
-        ge=0.0,
-        description="m in -log sigmoid(r_c - r_r - m) (Touvron et al. 2023); 0 = plain "
-        "Bradley-Terry.",
-    )
-    eval_batch_size: int = Field(16, ge=1, description="Sequences per forward when evaluating.")
-
-
-class RewardConfig(BaseRunConfig):
-    method: Literal["reward"] = "reward"
-    adapter: AdapterSection = AdapterSection()
-    lora: LoraSection = LoraSection()
-    reward: RewardSection = RewardSection()
-
-    @model_validator(mode="after")
-    def _check(self) -> RewardConfig:
-        if self.adapter.type not in ("lora", "rslora", "dora", "full"):
-            raise ValueError(
-                f"method reward trains adapter.type lora, rslora, dora or full "
-                f"(got {self.adapter.type})"
-            )
-        if self.model.quantization != "none":
-            raise ValueError("method reward does not support model.quantization; use none")
-        if self.data.packing:
-            raise ValueError("method reward scores whole sequences: set data.packing=false")
-        return self
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import parameter_counts
+from tunesmith.checks.preflight import PreflightError, preflight_failures
 from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import (
     PreparedData,
@@ -40,7 +40,6 @@ from tunesmith.data.dataset import (
     write_jsonl,
 )
 from tunesmith.data.templates import template_string
-from tunesmith.doctor.preflight import PreflightError, preflight_failures
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.compile import compile_layers
 from tunesmith.engine.distributed import (
@@ -61,7 +60,7 @@ from tunesmith.engine.distributed import (
     wrap_for_training,
 )
 from tunesmith.engine.forward import forward_loss
-from tunesmith.engine.metrics import MetricsLog, read_metrics
+from tunesmith.engine.metrics_log import MetricsLog, read_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast, resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
@@ -70,8 +69,9 @@ from tunesmith.engine.trainable import build_trainable_model, due, total_steps
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
 from tunesmith.forgetting.monitor import Forgetting
 from tunesmith.losses.sft import IGNORE_INDEX
-from tunesmith.models import load_tokenizer, pick_device, resolve_model
-from tunesmith.quantization import base_weight_bytes, quantization_config
+from tunesmith.models.adapters import parameter_counts
+from tunesmith.models.load import load_tokenizer, pick_device, resolve_model
+from tunesmith.models.quantization import base_weight_bytes, quantization_config
 
 CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process after this step
 

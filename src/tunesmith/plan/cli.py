@@ -95,7 +95,7 @@ def _data_facts(args: argparse.Namespace) -> Any:
 
     tokenizer = None
     if args.model and args.model.upper() not in _named():
-        from tunesmith.models import load_tokenizer
+        from tunesmith.models.load import load_tokenizer
         from tunesmith.plan.shapes import _model_dir
 
         tokenizer = load_tokenizer(_model_dir(args.model))

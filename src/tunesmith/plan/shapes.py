@@ -113,7 +113,7 @@ def _model_dir(spec: str) -> Path:
 
         base = yaml.safe_load((path / "config.yaml").read_text())["model"]["name_or_path"]
         return _model_dir(str(base))
-    from tunesmith.models import resolve_model
+    from tunesmith.models.load import resolve_model
 
     return resolve_model(spec)
 

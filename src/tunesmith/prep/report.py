@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tunesmith import report_html as rh
 from tunesmith.prep.config import PrepConfig
 from tunesmith.prep.decide import Decisions
 from tunesmith.prep.dedup import lsh_params
 from tunesmith.prep.ledger import KEPT, REFERENCE, RULES, Records, rule_code
 from tunesmith.prep.scan import ScanResult
 from tunesmith.prep.split import SPLITS
+from tunesmith.report import html as rh
 
 HISTOGRAM_BINS = 20
 

@@ -69,7 +69,7 @@ def make_counter(name_or_path: str | None, template: str = "tokenizer") -> Token
     """The tokenizer of ``name_or_path`` (model dir or alias), or words when it is ``None``."""
     if name_or_path is None:
         return WordCounter()
-    from tunesmith.models import load_tokenizer, resolve_model
+    from tunesmith.models.load import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(name_or_path))
     return TokenizerCounter(tokenizer, template, name=f"tokenizer:{name_or_path}")

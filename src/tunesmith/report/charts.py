@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tunesmith.report_html import PALETTE, esc
+from tunesmith.report.html import PALETTE, esc
 
 Series = tuple[str, Sequence[tuple[float, float]]]
 

@@ -10,8 +10,8 @@ import yaml
 
 from tunesmith.engine.tracking import scalars
 from tunesmith.report.charts import line_chart
+from tunesmith.report.html import bar_chart, esc, page, table
 from tunesmith.report.rundata import RunData, load_run
-from tunesmith.report_html import bar_chart, esc, page, table
 
 KNOWN_TRAIN = ("loss", "lr", "tokens_per_s", "grad_norm")
 COUNTERS = frozenset({"real_tokens", "slots", "rows", "trained_tokens", "step_seconds"})

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from tunesmith.models import ModelError, find_weights_dir, resolve_model
+from tunesmith.models.load import ModelError, find_weights_dir, resolve_model
 from tunesmith.serve.errors import APIError, bad_request
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")

@@ -19,7 +19,7 @@ from tunesmith.serve.batching import Batcher
 from tunesmith.serve.errors import APIError, bad_request, internal, model_not_found, unauthorized
 from tunesmith.serve.generate import Generator
 from tunesmith.serve.host import ModelHost
-from tunesmith.serve.metrics import Metrics
+from tunesmith.serve.prometheus import Metrics
 from tunesmith.serve.protocol import parse_adapter, parse_chat, parse_completion
 from tunesmith.serve.settings import ServeSettings
 

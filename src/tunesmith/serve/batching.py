@@ -18,7 +18,7 @@ from typing import Any
 from tunesmith.serve.errors import internal, model_not_found, overloaded
 from tunesmith.serve.host import ModelHost
 from tunesmith.serve.jobs import Control, Failed, Job, Started
-from tunesmith.serve.metrics import Metrics
+from tunesmith.serve.prometheus import Metrics
 from tunesmith.serve.sampling import eos_ids
 from tunesmith.serve.settings import Batching
 

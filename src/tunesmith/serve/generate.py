@@ -14,7 +14,7 @@ from tunesmith.serve.batching import Batcher
 from tunesmith.serve.errors import APIError, bad_request, model_not_found, timed_out
 from tunesmith.serve.host import ModelHost
 from tunesmith.serve.jobs import Delta, Done, Event, Failed, Job
-from tunesmith.serve.metrics import Metrics
+from tunesmith.serve.prometheus import Metrics
 from tunesmith.serve.protocol import GenRequest
 from tunesmith.serve.sampling import RowSampler
 from tunesmith.serve.settings import Limits

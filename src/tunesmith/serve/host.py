@@ -16,7 +16,7 @@ import torch
 
 from tunesmith.data.records import Message
 from tunesmith.data.templates import encode_prompt
-from tunesmith.models import (
+from tunesmith.models.load import (
     load_causal_lm,
     load_dtype,
     load_tokenizer,

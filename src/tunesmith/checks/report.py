@@ -15,14 +15,10 @@ from typing import Any, TextIO
 
 import jinja2
 
-from tunesmith.config import SFTConfig
-from tunesmith.data.dataset import PreparedData, make_rows, prepare_data
-from tunesmith.data.records import DataError
-from tunesmith.data.templates import ChatTemplateError
-from tunesmith.doctor.checks import Check, check_padding_side, sample_batch
-from tunesmith.doctor.lengths import LengthStats, check_lengths, full_lengths, length_stats
-from tunesmith.doctor.preflight import cheap_checks
-from tunesmith.doctor.render import (
+from tunesmith.checks.checks import Check, check_padding_side, sample_batch
+from tunesmith.checks.lengths import LengthStats, check_lengths, full_lengths, length_stats
+from tunesmith.checks.preflight import cheap_checks
+from tunesmith.checks.render import (
     HtmlReport,
     RenderedExample,
     check_line,
@@ -30,8 +26,12 @@ from tunesmith.doctor.render import (
     render_terminal,
     rendered,
 )
+from tunesmith.config import SFTConfig
+from tunesmith.data.dataset import PreparedData, make_rows, prepare_data
+from tunesmith.data.records import DataError
+from tunesmith.data.templates import ChatTemplateError
 from tunesmith.engine.precision import resolve_precision
-from tunesmith.models import load_tokenizer, pick_device, resolve_model
+from tunesmith.models.load import load_tokenizer, pick_device, resolve_model
 
 MEMORY_NOTE = "memory estimate: not available (planner not implemented)"
 
@@ -89,7 +89,7 @@ def _model_checks(
     rows: list[tuple[int, ...]],
 ) -> tuple[Check, list[str]]:
     """Check 7 and the timed step (both need the model); imported lazily (torch-heavy)."""
-    from tunesmith.doctor.model_checks import build_model, check_packing_isolation, time_train_step
+    from tunesmith.checks.model_checks import build_model, check_packing_isolation, time_train_step
 
     device = pick_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunesmith.checks.checks import Check
+from tunesmith.checks.lengths import LengthStats
 from tunesmith.data.templates import IGNORE_INDEX, Encoded
-from tunesmith.doctor.checks import Check
-from tunesmith.doctor.lengths import LengthStats
 
 RESET = "\x1b[0m"
 # Alternating styles make token boundaries visible: trained = black on green, masked = grey.

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.checks.checks import Check
+from tunesmith.checks.preflight import WARN_SHARE
 from tunesmith.config import DataSection
 from tunesmith.data.dataset import PreparedData
 from tunesmith.data.templates import encode_example
-from tunesmith.doctor.checks import Check
-from tunesmith.doctor.preflight import WARN_SHARE
 
 _OVER_LONG = re.compile(r"(\d+) tokens > max_length")
 

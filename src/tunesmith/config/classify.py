@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tunesmith.config import BaseRunConfig, LoraSection, Section
+from tunesmith.config.sections import BaseRunConfig, LoraSection, Section
 
 
 class ClassifySection(Section):

@@ -14,6 +14,13 @@ from typing import Any
 
 import jinja2
 
+from tunesmith.checks.checks import (
+    Check,
+    check_bos,
+    check_end_of_turn,
+    check_padding,
+    sample_batch,
+)
 from tunesmith.config import BaseRunConfig
 from tunesmith.data.dataset import PreparedData, make_rows
 from tunesmith.data.records import Example, Message
@@ -23,14 +30,7 @@ from tunesmith.data.templates import (
     render_prompt,
     template_string,
 )
-from tunesmith.doctor.checks import (
-    Check,
-    check_bos,
-    check_end_of_turn,
-    check_padding,
-    sample_batch,
-)
-from tunesmith.models import load_tokenizer
+from tunesmith.models.load import load_tokenizer
 
 WARN_SHARE = 0.05
 """Share of examples truncated or dropped above which the truncation check warns."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.models import ModelError
+from tunesmith.models.load import ModelError
 
 QUANTIZATIONS = ("none", "nf4", "int8")
 NF4_CPU_BLOCK = 64  # bitsandbytes' CPU NF4 kernels need in_features to be a multiple of this

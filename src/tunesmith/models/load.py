@@ -155,7 +155,7 @@ def load_causal_lm(
 ) -> Any:
     """A causal LM on ``device``; ``quantization`` nf4/int8 loads the weights quantized by
     bitsandbytes (placed on ``device`` while loading: quantized models cannot be moved)."""
-    from tunesmith.quantization import check_nf4_shapes, quantization_config
+    from tunesmith.models.quantization import check_nf4_shapes, quantization_config
 
     qconfig = quantization_config(quantization, dtype)
     if qconfig is None:

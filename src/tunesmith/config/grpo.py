@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.config import (
+from tunesmith.config.sections import (
     LORA_FAMILY,
     AdapterRunConfig,
     Section,

@@ -1,10 +1,11 @@
 """The quickstart (`make demo`): score the base model, LoRA-fine-tune it, score it again.
 
 Task: reply to a profile-extraction request with one line of JSON in a fixed schema (see
-:mod:`tunesmith.demo_task`). Both scores are measured on the held-out ``data/demo/test.jsonl``
+:mod:`tunesmith.examples.demo_task`). Both scores are measured on the held-out
+``data/demo/test.jsonl``
 with greedy decoding; nothing is hard-coded.
 
-    python -m tunesmith.demo [key=value ...]     # overrides for the recipe, e.g. train.max_steps=30
+    python -m tunesmith.examples.demo [key=value ...]   # recipe overrides: train.max_steps=30
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from tunesmith.cli import recipes_dir
 from tunesmith.config import SFTConfig, load_config
 from tunesmith.data.formats import load_examples
 from tunesmith.data.records import Example
-from tunesmith.demo_task import score_reply
+from tunesmith.examples.demo_task import score_reply
 from tunesmith.generation import SamplingParams, chat_replies
 from tunesmith.methods import sft
-from tunesmith.models import load_for_inference
+from tunesmith.models.load import load_for_inference
 
 RECIPE = "smollm2-135m-instruct/sft_lora_demo.yaml"
 TEST_FILE = "data/demo/test.jsonl"

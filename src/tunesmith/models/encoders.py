@@ -1,5 +1,5 @@
 """Encoder backbones shipped as Python packages (for classification), beside the causal-LM
-aliases of :mod:`tunesmith.models`.
+aliases of :mod:`tunesmith.models.load`.
 
 ``all-minilm-l6-v2``: sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384,
 22.7M parameters, uncased WordPiece), shipped as a plain HF directory inside the
@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.models import ModelError, resolve_model
+from tunesmith.models.load import ModelError, resolve_model
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def encoder_dir(name: str) -> Path:
 
 
 def resolve_backbone(name_or_path: str) -> Path:
-    """An encoder alias, else whatever :func:`tunesmith.models.resolve_model` accepts."""
+    """An encoder alias, else whatever :func:`tunesmith.models.load.resolve_model` accepts."""
     if name_or_path in ENCODER_ALIASES:
         return encoder_dir(name_or_path)
     return resolve_model(name_or_path)

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
+from tunesmith.checks.checks import Check
 from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import PreparedData, collate, collate_rows, step_batches
 from tunesmith.data.packing import collate_packed
 from tunesmith.data.templates import Encoded
-from tunesmith.doctor.checks import Check
 from tunesmith.engine.forward import forward_logits
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast

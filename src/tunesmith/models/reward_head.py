@@ -45,7 +45,7 @@ def resolve_backbone(name_or_path: str) -> Path:
                 f"pip install {package.replace('_', '-')}"
             )
         return Path(spec.origin).parent / "model"
-    from tunesmith.models import resolve_model
+    from tunesmith.models.load import resolve_model
 
     return resolve_model(name_or_path)
 
@@ -65,7 +65,7 @@ def backbone_kind(model_dir: Path) -> str:
 
 
 def load_tokenizer_for(model_dir: Path | str) -> Any:
-    from tunesmith.models import load_tokenizer
+    from tunesmith.models.load import load_tokenizer
 
     return load_tokenizer(model_dir)
 
@@ -226,7 +226,7 @@ def reward_model_dir(path: str | Path) -> Path:
 
 def load_reward_model(path: str | Path, device: str = "auto") -> RewardModel:
     """Load a reward model saved by ``method: reward`` (its run dir or ``final/``)."""
-    from tunesmith.models import load_dtype, pick_device
+    from tunesmith.models.load import load_dtype, pick_device
 
     weights = reward_model_dir(path)
     info = json.loads((weights / MARKER).read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.config import (
+from tunesmith.config.sections import (
     PROMPT_LEARNING,
     AdapterRunConfig,
     Section,

@@ -1,6 +1,6 @@
 """Pre-flight checks: is the training pipeline feeding the model what we think it is?
 
-``tunesmith doctor CONFIG`` (:func:`tunesmith.doctor.report.run_doctor`) renders examples with
+``tunesmith doctor CONFIG`` (:func:`tunesmith.checks.report.run_doctor`) renders examples with
 their loss masks and runs every check; ``tunesmith train`` runs the cheap ones
 (:func:`preflight_failures`) and refuses to start on a FAIL unless given ``--skip-preflight``.
 
@@ -18,7 +18,7 @@ The checks, in report order:
 This package's ``__init__`` imports nothing that imports ``methods/`` (which imports it).
 """
 
-from tunesmith.doctor.checks import Check
-from tunesmith.doctor.preflight import PreflightError, cheap_checks, preflight_failures
+from tunesmith.checks.checks import Check
+from tunesmith.checks.preflight import PreflightError, cheap_checks, preflight_failures
 
 __all__ = ["Check", "PreflightError", "cheap_checks", "preflight_failures"]

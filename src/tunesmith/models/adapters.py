@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tunesmith.config import LoraSection
-from tunesmith.models import ModelError
+from tunesmith.models.load import ModelError
 
 if TYPE_CHECKING:
     from tunesmith.config import AdapterRunConfig
