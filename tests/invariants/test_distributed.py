@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers.runs import step_losses, train_subprocess, write_chat_data, write_config
-from tunesmith.methods.sft import CRASH_ENV
+from tunesmith.engine.run import CRASH_ENV
 
 
 def _run(

@@ -15,7 +15,7 @@ from tests.helpers.runs import (
     write_chat_data,
     write_config,
 )
-from tunesmith.methods.sft import CRASH_ENV
+from tunesmith.engine.run import CRASH_ENV
 
 
 @pytest.mark.parametrize("adapter", ["lora", "full"])

@@ -131,16 +131,16 @@ class _Killed(Exception):
 
 def crash_and_resume(monkeypatch: pytest.MonkeyPatch, cfg: Path, after: int) -> Path:
     """Train ``cfg`` as run ``crashed``, killed after step ``after``, then resume it."""
-    from tunesmith.methods import sft
+    from tunesmith.engine import run as lifecycle
 
     def kill(pid: int, sig: int) -> None:
         raise _Killed
 
-    monkeypatch.setattr(sft.os, "kill", kill)
-    monkeypatch.setenv(sft.CRASH_ENV, str(after))
+    monkeypatch.setattr(lifecycle.os, "kill", kill)
+    monkeypatch.setenv(lifecycle.CRASH_ENV, str(after))
     with pytest.raises(_Killed):
         main(["train", str(cfg), "train.run_name=crashed"])
-    monkeypatch.delenv(sft.CRASH_ENV)
+    monkeypatch.delenv(lifecycle.CRASH_ENV)
     return train(cfg, "train.run_name=crashed", "train.resume=true")
 
 

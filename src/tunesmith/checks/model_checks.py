@@ -1,8 +1,9 @@
 """Checks that run the model: packed-row isolation (7) and the timed training step.
 
-The model is built exactly as ``methods/sft.py`` builds it (same loader, dtype, adapters, seed)
-and the step is :func:`tunesmith.methods.sft.train_step` itself, on the run's first real
-micro-batches; no run directory is created.
+The model is built exactly as training builds it (:func:`engine.trainable.build_trainable_model`:
+same loader, dtype, adapters, seed) and the step is the lifecycle's own
+(:func:`tunesmith.engine.lm_step.lm_step`), on the run's first real micro-batches; no run
+directory is created.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import PreparedData, collate, collate_rows, step_batches
 from tunesmith.data.packing import collate_packed
 from tunesmith.data.templates import Encoded
+from tunesmith.engine.distributed import DistInfo
 from tunesmith.engine.forward import forward_logits
+from tunesmith.engine.lm_step import build_step_module, lm_step
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
 from tunesmith.engine.trainable import build_trainable_model, total_steps
-from tunesmith.methods.sft import Setup, _step_module, train_step
 
 EXACT_RTOL = 1e-4
 """Packed vs alone logit tolerance in float32, as a share of the largest logit (at least 1e-4
@@ -130,20 +132,9 @@ def time_train_step(
     precision: str,
 ) -> StepTiming:
     """Two real optimizer steps (forward, backward, clip, AdamW, schedule) on the run's first
-    micro-batches, through ``sft.train_step``. The weights change: use a throw-away model."""
+    micro-batches, through the training step itself. The weights change: use a throw-away model."""
     total = total_steps(cfg.train, len(rows))
-    s = Setup(
-        cfg=cfg,
-        run_dir=Path(),  # unused by train_step
-        device=device,
-        precision=precision,
-        model=model,
-        tokenizer=tokenizer,
-        data=data,
-        rows=rows,
-        total_steps=total,
-    )
-    s.step_module = _step_module(model, s.dist, device)  # single process, as setup() builds it
+    step_module = build_step_module(model, DistInfo(), device)  # one process, as training
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total)
     batches = step_batches(
@@ -161,7 +152,17 @@ def time_train_step(
         ]
         _sync(device)
         t0 = time.perf_counter()
-        metrics = train_step(s, optimizer, scheduler, micro)
+        metrics = lm_step(
+            step_module,
+            model,
+            micro,
+            optimizer,
+            scheduler,
+            cfg.optim.max_grad_norm,
+            DistInfo(),
+            device,
+            precision,
+        )
         _sync(device)
         steps.append((time.perf_counter() - t0, metrics))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None

@@ -39,3 +39,12 @@ class NullLog(MetricsLog):
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``metrics.jsonl`` with ``rows`` (a resume drops what followed its checkpoint)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    tmp.replace(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -68,3 +69,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, total_s
         num_warmup_steps=warmup_steps(cfg, total_steps),
         num_training_steps=total_steps,
     )
+
+
+def optimizer_step(
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    max_grad_norm: float | None,
+) -> dict[str, float]:
+    """The tail of every optimizer step: clip the global gradient norm to ``max_grad_norm`` (None:
+    no clipping), step, schedule, zero. Returns the pre-clip norm and the step's learning rate."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or math.inf)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"grad_norm": grad_norm, "lr": lr}

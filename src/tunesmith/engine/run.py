@@ -1,0 +1,341 @@
+"""The run lifecycle every method uses: start, step tail, evaluation, checkpoints, resume, save.
+
+A method file holds its algorithm; everything a run does around it happens here, once:
+
+* :meth:`Run.start` joins the process group ``torchrun`` describes (if any), picks each rank's
+  device and precision, and makes the run directory on rank 0 (or, with ``train.resume``, checks
+  that the directory holds a checkpoint and that the config differs from the saved one only in
+  ``train.max_steps`` / ``train.epochs`` / ``train.resume``);
+* :meth:`Run.announce` writes ``config.yaml`` and ``env.json`` and prints the banner;
+* :meth:`Run.optimizer_step` is the tail of every optimizer step: clip the gradient norm, step,
+  schedule, zero;
+* :meth:`Run.evaluated` records a held-out metric, copies the best weights to ``best/`` and
+  says when early stopping triggers;
+* :meth:`Run.checkpoint` writes ``checkpoints/step-N/`` atomically with every piece of state:
+  trainable weights (or FSDP shards), optimizer, scheduler, every rank's RNG states, the
+  :class:`RunState` (step, best metric, the method's own state such as PPO's KL coefficient) and
+  any extra modules (PPO's value head); :meth:`Run.restore` puts all of it back;
+* :meth:`Run.export` / :meth:`Run.save_final` write a directory that loads with plain
+  transformers / peft, atomically.
+
+Every rank calls every method here (the collectives need them all); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from tunesmith.config import BaseRunConfig, dump_config
+from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    full_state_dict,
+    gather_objects,
+    init_distributed,
+    is_fsdp,
+    load_sharded,
+    rank_device,
+    save_sharded,
+    shutdown,
+)
+from tunesmith.engine.metrics_log import MetricsLog, read_metrics, rewrite_metrics
+from tunesmith.engine.optim import optimizer_step
+from tunesmith.engine.precision import resolve_precision
+from tunesmith.engine.rundir import new_run_dir, write_run_files
+from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.errors import UserError
+from tunesmith.models.load import pick_device
+
+CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process right after this step
+# What a resumed run may change: the length of the run, and the flag that asks for the resume.
+RESUMABLE_CHANGES = frozenset({"train.max_steps", "train.epochs", "train.resume"})
+
+
+class ResumeError(UserError):
+    """``train.resume`` on a run that cannot be continued exactly."""
+
+
+@dataclass
+class RunState:
+    """Everything about progress a checkpoint restores besides weights, optimizer and RNG.
+
+    ``best_metric`` is the best held-out value seen (lower is better unless the method says
+    otherwise); ``method`` holds the method's own scalars (PPO's KL coefficient, GRPO's prompt
+    cursor): plain JSON-able values or tensors."""
+
+    step: int = 0
+    tokens: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    method: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- resume checks
+
+
+def flat_config(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (lists stay whole values)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(flat_config(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs (sorted)."""
+    a, b = flat_config(saved), flat_config(now)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def check_resumable(run_dir: Path, cfg: BaseRunConfig) -> None:
+    """Refuse a resume that would not continue the exact run: no checkpoint to continue from,
+    or a config that differs from the saved one in anything but the run's length."""
+    found = ckpt.list_checkpoints(run_dir)
+    if not found:
+        raise ResumeError(
+            f"train.resume=true but {run_dir} holds no checkpoint to continue from (the run "
+            "stopped before its first train.save_every step); start it again without resume"
+        )
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    now = yaml.safe_load(dump_config(cfg))
+    changed = [k for k in config_changes(saved, now) if k not in RESUMABLE_CHANGES]
+    if changed:
+        a, b = flat_config(saved), flat_config(now)
+        detail = "; ".join(
+            f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in changed
+        )
+        raise ResumeError(
+            f"train.resume=true but the config differs from the one {run_dir} was trained with "
+            f"({detail}); only train.max_steps and train.epochs may change on resume"
+        )
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """One training run: its config, processes, device, directory, progress and metrics log."""
+
+    cfg: BaseRunConfig
+    dist: DistInfo
+    device: torch.device
+    precision: str
+    run_dir: Path
+    state: RunState = field(default_factory=RunState)
+    log: MetricsLog | None = None
+
+    @classmethod
+    def start(cls, cfg: BaseRunConfig) -> Run:
+        """Join the process group, pick the device, make (or check, on resume) the run dir."""
+        info = init_distributed(cfg.train.device)
+        device = pick_device(rank_device(info, cfg.train.device))
+        run_dir = None
+        if info.is_main:
+            run_dir = new_run_dir(cfg)
+            if cfg.train.resume:
+                check_resumable(run_dir, cfg)
+        run_dir = broadcast_object(run_dir, info)
+        return cls(cfg, info, device, resolve_precision(cfg.train.precision, device), run_dir)
+
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Setup that may be refused (bad data, pre-flight): a fresh run dir that is still empty
+        when it fails is removed, so a refused start leaves nothing behind."""
+        try:
+            yield
+        except BaseException:
+            fresh = not self.cfg.train.resume and self.dist.is_main
+            if fresh and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()
+            raise
+
+    def announce(self, data_files: list[str], extra: dict[str, Any], banner: str) -> None:
+        """``config.yaml`` and ``env.json`` (rank 0), the banner, and the metrics log."""
+        if self.dist.is_main:
+            write_run_files(
+                self.run_dir, self.cfg, data_files, {**extra, "world_size": self.dist.world}
+            )
+            print(f"[tunesmith] run dir {self.run_dir}\n[tunesmith] {banner}", flush=True)
+        barrier(self.dist)
+
+    def open_log(self) -> MetricsLog:
+        """``metrics.jsonl`` (+ the configured tracking backends); ranks > 0 log nothing."""
+        self.log = open_metrics_log(self.run_dir, self.cfg, self.dist.is_main)
+        return self.log
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self.log is not None, "open_log() first"
+        self.log.write(record)
+
+    # ------------------------------------------------------------------------- the step tail
+
+    def optimizer_step(
+        self, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> dict[str, float]:
+        """Clip the gradient norm to ``optim.max_grad_norm``, step, schedule, zero the grads.
+        Returns the pre-clip norm and the learning rate the step used."""
+        return optimizer_step(params, optimizer, scheduler, self.cfg.optim.max_grad_norm)
+
+    def crash_point(self) -> None:
+        """Tests: SIGKILL this process right after step ``$TUNESMITH_CRASH_AFTER_STEP``."""
+        crash_after = int(os.environ.get(CRASH_ENV, "0"))
+        if crash_after and self.state.step == crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # ------------------------------------------------------------------------- evaluation
+
+    def evaluated(
+        self, value: float | None, save_best: Callable[[Path], None], higher_is_better: bool = False
+    ) -> bool:
+        """Record a held-out metric: a new best is saved to ``best/`` (``save_best(path)``, called
+        on every rank); returns True when ``train.early_stopping_patience`` evaluations in a row
+        brought no improvement."""
+        s = self.state
+        if value is None or math.isnan(value):
+            return False
+        better = s.best_metric is None or (
+            value > s.best_metric if higher_is_better else value < s.best_metric
+        )
+        if better:
+            s.best_metric, s.best_step, s.evals_without_improvement = value, s.step, 0
+            save_best(self.run_dir / "best")
+        else:
+            s.evals_without_improvement += 1
+        patience = getattr(self.cfg.train, "early_stopping_patience", None)
+        return patience is not None and s.evals_without_improvement >= patience
+
+    # ------------------------------------------------------------------------- saving
+
+    def export(self, out: Path, write: Callable[[Path], None]) -> Path:
+        """Write ``out`` atomically on rank 0: ``write(tmp)`` fills a temporary directory beside
+        it, the resolved config is added, and the directory is renamed into place."""
+        if self.dist.is_main:
+            tmp = ckpt.atomic_dir(out)
+            try:
+                write(tmp)
+                shutil.copy(self.run_dir / "config.yaml", tmp / "tunesmith_config.yaml")
+                ckpt.commit_dir(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        barrier(self.dist)
+        return out
+
+    def export_model(
+        self,
+        out: Path,
+        model: Any,
+        tokenizer: Any = None,
+        step_module: Any = None,
+        extra: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """A directory that loads with plain transformers / peft (tokenizer included); under FSDP
+        every rank takes part in gathering the weights."""
+        weights = full_state_dict(step_module) if step_module is not None else None
+
+        def write(tmp: Path) -> None:
+            ckpt.export_model(model, tmp, tokenizer, state_dict=weights)
+            if extra is not None:
+                extra(tmp)
+
+        return self.export(out, write)
+
+    def checkpoint(
+        self,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        step_module: Any = None,
+        modules: dict[str, torch.nn.Module] | None = None,
+    ) -> None:
+        """``checkpoints/step-N`` atomically, every rank's RNG included; FSDP: every rank adds
+        its shard of weights and optimizer state under ``sharded/``. ``modules`` are extra
+        trained modules (a value head) saved as ``<name>.safetensors``."""
+        info = self.dist
+        fsdp = step_module is not None and is_fsdp(step_module)
+        rngs = gather_objects(ckpt.rng_state(), info)
+        weights = full_state_dict(step_module) if step_module is not None else None
+        final = self.run_dir / "checkpoints" / f"step-{self.state.step}"
+        staging = broadcast_object(ckpt.atomic_dir(final) if info.is_main else None, info)
+        if fsdp:
+            save_sharded(step_module, optimizer, staging / "sharded")
+        barrier(info)
+        if info.is_main:
+            for name, module in (modules or {}).items():
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                    str(staging / f"{name}.safetensors"),
+                )
+            ckpt.save_checkpoint(
+                self.run_dir,
+                self.state.step,
+                model,
+                None if fsdp else optimizer,
+                scheduler,
+                asdict(self.state),
+                self.cfg.train.keep_last,
+                rng=rngs,
+                state_dict=weights,
+                staging=staging,
+            )
+        barrier(info)
+
+    def restore(
+        self,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        step_module: Any = None,
+        modules: dict[str, torch.nn.Module] | None = None,
+    ) -> RunState:
+        """Put the latest checkpoint back (weights, optimizer, scheduler, this rank's RNG, the
+        run state, extra modules) and drop what the interrupted run logged after it."""
+        step, path = ckpt.list_checkpoints(self.run_dir)[-1]
+        saved = ckpt.load_state(path)
+        if step_module is not None and is_fsdp(step_module):
+            load_sharded(step_module, optimizer, path / "sharded")
+        else:
+            ckpt.load_trainable(model, path)
+            optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        for name, module in (modules or {}).items():
+            module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+        rngs = saved["rng"]
+        if len(rngs) != self.dist.world:
+            raise ResumeError(
+                f"{path} was written by {len(rngs)} process(es); resume it with as many"
+            )
+        ckpt.set_rng_state(rngs[self.dist.rank])
+        self.state = RunState(**saved["train"])
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.dist.is_main and metrics.is_file():
+            kept = [r for r in read_metrics(metrics) if r.get("step", 0) <= step]
+            rewrite_metrics(metrics, kept)
+        barrier(self.dist)
+        if self.dist.is_main:
+            print(f"[tunesmith] resumed from {path} (step {step})", flush=True)
+        return self.state
+
+    def finish(self) -> None:
+        """Close the metrics log and leave the process group."""
+        if self.log is not None:
+            self.log.close()
+        barrier(self.dist)
+        shutdown(self.dist)
