@@ -22,6 +22,7 @@ from tunesmith.data.mixing import draw, replay_count, temperature_counts
 from tunesmith.data.packing import collate_packed, pack_first_fit_decreasing
 from tunesmith.data.readers import iter_rows
 from tunesmith.data.records import DataError, Example
+from tunesmith.data.split import cap_held_out, hold_out
 from tunesmith.data.templates import IGNORE_INDEX, Encoded, encode_example
 
 
@@ -114,18 +115,8 @@ def detect_file_format(path: str, split: str = "train") -> str:
 def split_held_out(
     examples: list[Example], fraction: float, seed: int, cap: int | None
 ) -> tuple[list[Example], list[Example]]:
-    """A fixed-seed held-out split: the same data and seed always give the same split."""
-    if fraction <= 0 or len(examples) < 2:
-        return examples, []
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(fraction * len(examples)))
-    if cap is not None:
-        n_val = min(n_val, cap)
-    held = set(order[:n_val])
-    train = [e for i, e in enumerate(examples) if i not in held]
-    val = [e for i, e in enumerate(examples) if i in held]
-    return train, val
+    """A fixed-seed held-out split (:func:`tunesmith.data.split.hold_out`)."""
+    return hold_out(examples, fraction, seed, cap)
 
 
 def _encode_all(
@@ -239,12 +230,8 @@ def prepare_data(cfg: DataSection, tokenizer: Any) -> PreparedData:
     if val_paths:
         held = _read_dataset(val_paths, cfg.format, cfg.split, None, cfg, rejects)
         val = _encode_all(held, tokenizer, cfg, rejects, stats, "val")
-    if cfg.max_val_examples is not None:
-        keep = sorted(
-            random.Random(cfg.seed).sample(
-                range(len(val.encoded)), min(cfg.max_val_examples, len(val.encoded))
-            )
-        )
+    if cfg.max_val_examples is not None and len(val.encoded) > cfg.max_val_examples:
+        keep = cap_held_out(list(range(len(val.encoded))), cfg.max_val_examples, cfg.seed)
         val = Split([val.examples[i] for i in keep], [val.encoded[i] for i in keep])
     replay = None
     if cfg.replay is not None:
