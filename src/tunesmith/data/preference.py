@@ -37,6 +37,7 @@ import jinja2
 
 from tunesmith.data.readers import describe_type, iter_rows
 from tunesmith.data.records import ROLES, DataError, Message
+from tunesmith.data.split import cap_held_out, hold_out
 from tunesmith.data.templates import (
     encode_prompt,
     end_of_turn_text,
@@ -347,3 +348,69 @@ def pairs_hash(encoded: Sequence[EncodedPair]) -> str:
     for e in encoded:
         digest.update(json.dumps([e.prompt_ids, e.chosen_ids, e.rejected_ids]).encode())
     return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- train / held-out
+
+
+@dataclass
+class PairSplits:
+    """The pairs a preference method trains and evaluates on, and every row it dropped."""
+
+    train: list[PreferencePair]
+    val: list[PreferencePair]
+    rejects: list[dict[str, Any]]
+
+
+def _file_list(value: str | Sequence[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def read_pair_files(
+    paths: str | Sequence[str] | None,
+    rejects: list[dict[str, Any]],
+    *,
+    split: str = "train",
+    on_error: str = "raise",
+) -> list[PreferencePair]:
+    """The pairs of every file in ``paths``; dropped rows are appended to ``rejects``."""
+    pairs: list[PreferencePair] = []
+    for path in _file_list(paths):
+        got, bad = load_preference_pairs(path, split=split, on_error=on_error)
+        pairs += got
+        rejects += bad
+    return pairs
+
+
+def read_preference_data(
+    train: str | Sequence[str],
+    validation: str | Sequence[str] | None,
+    *,
+    split: str = "train",
+    on_error: str = "raise",
+    val_fraction: float = 0.1,
+    max_val: int | None = None,
+    seed: int = 1234,
+) -> PairSplits:
+    """The one reader of preference data (DPO, reward model, PPO prompts): the pairs of
+    ``train`` and ``validation`` files, or, without validation files, the held-out split of
+    :func:`tunesmith.data.split.hold_out`; ``max_val`` caps the held-out pairs either way.
+
+    Raises:
+        DataError: no usable training pair (the message counts the rejects).
+    """
+    rejects: list[dict[str, Any]] = []
+    pairs = read_pair_files(train, rejects, split=split, on_error=on_error)
+    if validation is not None:
+        val = read_pair_files(validation, rejects, split=split, on_error=on_error)
+        val = cap_held_out(val, max_val, seed)
+    else:
+        pairs, val = hold_out(pairs, val_fraction, seed, max_val)
+    if not pairs:
+        raise DataError(
+            ", ".join(_file_list(train)),
+            None,
+            None,
+            f"no usable preference pair ({len(rejects)} rejected; rejects.jsonl says why)",
+        )
+    return PairSplits(pairs, val, rejects)

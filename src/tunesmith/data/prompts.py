@@ -1,8 +1,11 @@
-"""Prompt records for online RL (GRPO, PPO): a prompt plus the fields its rewards need.
+"""The one prompt reader (GRPO, PPO, evaluation of verifiable rewards): a prompt plus the fields
+its rewards need.
 
-A record holds ``prompt`` (a string: one user turn) or ``messages`` (a list of ``{role,
-content}`` turns ending before the reply), and any other fields (``answer``, ``tests``, ...),
-which are passed to the reward functions unchanged. Files: anything ``iter_rows`` reads.
+A record holds ``prompt`` (a string: one user turn), or ``messages`` (a list of ``{role,
+content}`` turns; trailing assistant turns, a dataset's reference reply, are dropped, so the
+prompt ends with a user turn), or is a preference pair (``chosen``/``rejected``: its prompt is
+used). Any other fields (``answer``, ``tests``, ...) are passed to the reward functions
+unchanged. Files: anything ``iter_rows`` reads.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunesmith.data.preference import pair_from_row
 from tunesmith.data.readers import iter_rows
 from tunesmith.data.records import DataError, Message
 from tunesmith.data.templates import encode_prompt
@@ -42,12 +46,21 @@ def _turns(raw: Any, source: str, line: int) -> list[Message]:
         if not isinstance(m.get("content"), str):
             raise DataError(source, line, f"messages[{i}].content", "must be a string")
         turns.append(Message(role=m["role"], content=m["content"]))
-    if turns[-1].role == "assistant":
-        raise DataError(source, line, "messages", "the last turn must not be the assistant's")
+    while turns and turns[-1].role == "assistant":
+        turns.pop()  # the reference reply of a chat example: not part of the prompt
+    if not turns or turns[-1].role != "user":
+        raise DataError(
+            source, line, "messages", "must end with a user turn (after any trailing reply)"
+        )
     return turns
 
 
 def _messages(row: dict[str, Any], source: str, line: int, system: str | None) -> list[Message]:
+    if "chosen" in row:  # a preference pair: its prompt
+        turns = list(pair_from_row(row, source, line).prompt)
+        if system and turns[0].role != "system":
+            turns.insert(0, Message(role="system", content=system))
+        return turns
     if "prompt" in row and "messages" in row:
         raise DataError(source, line, "prompt", "give `prompt` or `messages`, not both")
     if "prompt" in row:
@@ -70,31 +83,73 @@ def read_prompts(
     system_prompt: str | None = None,
     required: Sequence[str] = (),
     max_prompt_length: int | None = None,
+    split: str = "train",
+    on_error: str = "raise",
+    rejects: list[dict[str, Any]] | None = None,
 ) -> list[PromptRecord]:
     """Every record of ``paths``, tokenized with the chat template (generation prompt added).
     A record missing a ``required`` field or longer than ``max_prompt_length`` tokens is an
-    error naming the file and line."""
+    error naming the file, line and field; with ``on_error="skip"`` it goes to ``rejects``
+    (``{"source", "line", "field", "reason", "record"}``) instead."""
     out: list[PromptRecord] = []
     for path in paths:
-        for line, row in iter_rows(path):
-            messages = _messages(row, str(path), line, system_prompt)
-            for name in required:
-                if name not in row:
-                    raise DataError(str(path), line, name, "missing (a reward function needs it)")
-            fields = {k: v for k, v in row.items() if k not in ("prompt", "messages")}
-            rec = PromptRecord(str(path), line, messages, fields)
-            rec.prompt_ids = encode_prompt(messages, tokenizer, template)
-            if max_prompt_length is not None and len(rec.prompt_ids) > max_prompt_length:
-                raise DataError(
-                    str(path),
-                    line,
-                    "prompt",
-                    f"{len(rec.prompt_ids)} tokens > max_prompt_length {max_prompt_length}",
+        for line, row in iter_rows(path, split=split):
+            try:
+                out.append(
+                    _record(
+                        row,
+                        str(path),
+                        line,
+                        tokenizer,
+                        template,
+                        system_prompt,
+                        required,
+                        max_prompt_length,
+                    )
                 )
-            out.append(rec)
+            except DataError as err:
+                if on_error == "raise" or rejects is None:
+                    raise
+                rejects.append(
+                    {
+                        "source": str(path),
+                        "line": line,
+                        "rule": "malformed",
+                        "field": err.field_name,
+                        "reason": err.reason,
+                        "record": row,
+                    }
+                )
     if not out:
         raise DataError(", ".join(map(str, paths)), None, None, "no prompt records")
     return out
+
+
+def _record(
+    row: dict[str, Any],
+    source: str,
+    line: int,
+    tokenizer: Any,
+    template: str,
+    system_prompt: str | None,
+    required: Sequence[str],
+    max_prompt_length: int | None,
+) -> PromptRecord:
+    messages = _messages(row, source, line, system_prompt)
+    for name in required:
+        if name not in row:
+            raise DataError(source, line, name, "missing (a reward function needs it)")
+    skip = ("prompt", "messages", "chosen", "rejected")
+    rec = PromptRecord(source, line, messages, {k: v for k, v in row.items() if k not in skip})
+    rec.prompt_ids = encode_prompt(messages, tokenizer, template)
+    if max_prompt_length is not None and len(rec.prompt_ids) > max_prompt_length:
+        raise DataError(
+            source,
+            line,
+            "prompt",
+            f"{len(rec.prompt_ids)} tokens > max_prompt_length {max_prompt_length}",
+        )
+    return rec
 
 
 def reward_fields(records: Sequence[PromptRecord], repeat: int) -> dict[str, list[Any]]:
