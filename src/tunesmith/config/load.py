@@ -140,6 +140,13 @@ def _nearest(key: str, options: list[str]) -> list[str]:
     return close or [o for o in options if key.startswith(o) or o.startswith(key)][:1]
 
 
+def _for_method(cls: type[BaseModel]) -> str:
+    """`` for method classify`` when ``cls`` is a method's config (its keys differ per method)."""
+    field = cls.model_fields.get("method")
+    method = getattr(field, "default", None) if field is not None else None
+    return f" for method {method} (it does not read this key)" if isinstance(method, str) else ""
+
+
 def _describe_error(
     err: dict[str, Any],
     cls: type[BaseModel],
@@ -159,7 +166,7 @@ def _describe_error(
         close = _nearest(loc[-1], options)
         hint = f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else ""
         valid = f" (valid keys here: {', '.join(options)})" if options else ""
-        return f"{where}: unknown key '{dotted}'{hint}{valid}"
+        return f"{where}: unknown key '{dotted}'{_for_method(cls)}{hint}{valid}"
     msg = err["msg"]
     if "input" in err and err["type"] != "missing":
         msg += f" (got {err['input']!r})"

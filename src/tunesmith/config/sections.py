@@ -248,9 +248,6 @@ class TrainSection(Section):
     keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     log_every: int = Field(1, ge=1)
     resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
-    stop_after_step: int | None = Field(
-        None, ge=1, description="Exit (as if interrupted) after this step; for crash tests."
-    )
 
 
 class TrackingSection(Section):
