@@ -53,11 +53,33 @@ def _hash_inputs(paths: list[str]) -> dict[str, str]:
     return out
 
 
+RECORDED_PACKAGES = (
+    "tunesmith",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "huggingface-hub",
+    "bitsandbytes",
+    "trl",
+)
+"""The versions ``env.json`` records (None where one is not installed); requirements/lock.txt
+pins the tested set."""
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`RECORDED_PACKAGES` (None where absent)."""
+    return {p: _version(p) for p in RECORDED_PACKAGES}
 
 
 def write_run_files(
@@ -68,10 +90,7 @@ def write_run_files(
     env = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {
-            p: _version(p)
-            for p in ("tunesmith", "torch", "transformers", "peft", "datasets", "safetensors")
-        },
+        "packages": package_versions(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_threads": torch.get_num_threads(),
         "seed": cfg.train.seed,
@@ -79,3 +98,39 @@ def write_run_files(
         **extra,
     }
     (run_dir / "env.json").write_text(json.dumps(env, indent=2), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- reading run dirs
+# The one reader of a run's saved config, for everything that consumes run directories (eval,
+# serve, merge, score, plan, classify's loader): a run dir holds ``config.yaml``; an exported
+# ``final/`` / ``best/`` holds it as ``tunesmith_config.yaml``; a checkpoint as ``config.yaml``.
+
+SAVED_CONFIG_NAMES = ("tunesmith_config.yaml", "config.yaml")
+
+
+def is_run_dir(path: Path) -> bool:
+    """A training run's directory: its resolved config and its metrics log."""
+    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").exists()
+
+
+def saved_config(path: str | Path) -> dict[str, Any] | None:
+    """The resolved training config recorded in ``path`` (run dir, export or checkpoint), or None
+    when ``path`` holds none (a plain Hugging Face model directory has a ``config.json`` only)."""
+    import yaml
+
+    for name in SAVED_CONFIG_NAMES:
+        file = Path(path) / name
+        if file.is_file():
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+    return None
+
+
+def saved_setting(path: str | Path, dotted: str, default: Any = None) -> Any:
+    """One value of :func:`saved_config` by dotted key (``model.name_or_path``), else default."""
+    node: Any = saved_config(path)
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or node.get(part) is None:
+            return default
+        node = node[part]
+    return node

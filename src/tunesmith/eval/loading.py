@@ -16,13 +16,11 @@ class MissingBaseError(UserError):
 
 def _recorded_base(weights: Path) -> tuple[str | None, str]:
     """(base model the adapter was trained on, where that is written)."""
-    saved = weights / "tunesmith_config.yaml"
-    if saved.is_file():
-        import yaml
+    from tunesmith.engine.rundir import saved_setting
 
-        name = (yaml.safe_load(saved.read_text()) or {}).get("model", {}).get("name_or_path")
-        if name:
-            return str(name), str(saved)
+    name = saved_setting(weights, "model.name_or_path")
+    if name:
+        return str(name), str(weights / "tunesmith_config.yaml")
     info = json.loads((weights / "adapter_config.json").read_text())
     return info.get("base_model_name_or_path"), str(weights / "adapter_config.json")
 

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.engine.checkpoint import list_checkpoints
+from tunesmith.engine.rundir import saved_setting
 from tunesmith.merge.common import MergeError, publish, staged
 from tunesmith.merge.verify import verification_prompts
 
@@ -128,12 +129,10 @@ def _copy_tokenizer(run: Path, tmp: Path) -> None:
     from transformers import AutoTokenizer
 
     sources = [run / "final", run / "best"]
-    if (run / "config.yaml").is_file():  # no export yet: the base model's tokenizer
-        import yaml
-
+    name = saved_setting(run, "model.name_or_path")
+    if name is not None:  # no export yet: the base model's tokenizer
         from tunesmith.models.load import resolve_model
 
-        name = yaml.safe_load((run / "config.yaml").read_text())["model"]["name_or_path"]
         sources.append(resolve_model(str(name)))
     for source in sources:
         if (source / "tokenizer_config.json").is_file():

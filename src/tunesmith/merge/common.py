@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from tunesmith.engine.checkpoint import atomic_dir, commit_dir
+from tunesmith.engine.rundir import is_run_dir
 from tunesmith.models.load import ModelError, _adapter_base, find_weights_dir, resolve_model
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -32,7 +33,7 @@ def run_dir_of(target: str | Path) -> Path | None:
     """The run directory behind ``target`` (a run dir or its final/best/checkpoint), if any."""
     path = Path(target).expanduser()
     for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / "config.yaml").is_file() and (candidate / "metrics.jsonl").exists():
+        if is_run_dir(candidate):
             return candidate
     return None
 

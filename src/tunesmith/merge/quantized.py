@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from tunesmith.engine.rundir import saved_setting
 from tunesmith.merge.verify import Outputs, compare, model_outputs
 from tunesmith.models.load import load_causal_lm
 from tunesmith.models.quantization import base_weight_bytes
@@ -31,11 +31,7 @@ from tunesmith.models.quantization import base_weight_bytes
 
 def training_quantization(adapter_dir: Path) -> str:
     """``model.quantization`` of the run that produced ``adapter_dir`` (``none`` if unknown)."""
-    cfg_file = adapter_dir / "tunesmith_config.yaml"
-    if not cfg_file.is_file():
-        return "none"
-    cfg = yaml.safe_load(cfg_file.read_text()) or {}
-    return str((cfg.get("model") or {}).get("quantization", "none"))
+    return str(saved_setting(adapter_dir, "model.quantization", "none"))
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -40,11 +40,11 @@ class Outputs:
 def _run_settings(run_dir: Path | None) -> tuple[str, Path | None]:
     if run_dir is None:
         return "tokenizer", None
-    import yaml
+    from tunesmith.engine.rundir import saved_setting
 
-    data = yaml.safe_load((run_dir / "config.yaml").read_text()).get("data", {})
     val = run_dir / "data" / "val.jsonl"
-    return str(data.get("template", "tokenizer")), (val if val.is_file() else None)
+    template = saved_setting(run_dir, "data.template", "tokenizer")
+    return str(template), (val if val.is_file() else None)
 
 
 def _first_turns(val: Path, n: int) -> list[list[Message]]:

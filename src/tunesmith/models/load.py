@@ -192,11 +192,11 @@ def _adapter_base(adapter_dir: Path) -> str:
     base = info.get("base_model_name_or_path")
     if base and Path(base).is_dir():
         return str(base)
-    saved = adapter_dir / "tunesmith_config.yaml"
-    if saved.is_file():
-        import yaml
+    from tunesmith.engine.rundir import saved_setting
 
-        return str(yaml.safe_load(saved.read_text())["model"]["name_or_path"])
+    recorded = saved_setting(adapter_dir, "model.name_or_path")
+    if recorded:
+        return str(recorded)
     if not base:
         raise ModelError(f"{adapter_dir}/adapter_config.json names no base model")
     return str(base)

@@ -108,11 +108,12 @@ def shape_from_config(config: dict[str, object], name: str) -> ModelShape:
 def _model_dir(spec: str) -> Path:
     """A model directory for a path, a run dir (its base model) or a tunesmith alias."""
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / "config.yaml").is_file() and not (path / "config.json").is_file():
-        import yaml
+    if path.is_dir() and not (path / "config.json").is_file():
+        from tunesmith.engine.rundir import saved_setting
 
-        base = yaml.safe_load((path / "config.yaml").read_text())["model"]["name_or_path"]
-        return _model_dir(str(base))
+        base = saved_setting(path, "model.name_or_path")
+        if base is not None:
+            return _model_dir(str(base))
     from tunesmith.models.load import resolve_model
 
     return resolve_model(spec)

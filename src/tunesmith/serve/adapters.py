@@ -67,13 +67,11 @@ def adapter_dir(target: Path) -> Path:
 
 def recorded_base(weights: Path) -> str | None:
     """The base an adapter was trained on: the training config beside it, else peft's record."""
-    saved = weights / "tunesmith_config.yaml"
-    if saved.is_file():
-        import yaml
+    from tunesmith.engine.rundir import saved_setting
 
-        name = (yaml.safe_load(saved.read_text()).get("model") or {}).get("name_or_path")
-        if name:
-            return str(name)
+    name = saved_setting(weights, "model.name_or_path")
+    if name:
+        return str(name)
     info = json.loads((weights / "adapter_config.json").read_text())
     return info.get("base_model_name_or_path") or None
 
