@@ -97,3 +97,55 @@ def train_subprocess(
         text=True,
         timeout=600,
     )
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def train_two_nodes(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """``tunesmith train`` as a 2-node job on this machine: two ``torchrun`` launches (one
+    process each, ``--node_rank 0`` and ``1``) meeting at a c10d rendezvous on localhost, the
+    way a multi-node job is started on real nodes."""
+    port = free_port()
+    procs = []
+    for node in (0, 1):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            f"--node_rank={node}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{port}",
+            "--rdzv_id=tunesmith-test",
+            "--max_restarts=0",
+            "-m",
+            "tunesmith",
+            "train",
+            str(config),
+            *args,
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
