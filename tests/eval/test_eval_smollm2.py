@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.eval.command import evaluate_suite
+from tunesmith.cli.eval import evaluate_suite
 
 pytestmark = [
     pytest.mark.integration,

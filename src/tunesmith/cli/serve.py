@@ -10,6 +10,33 @@ from typing import Any
 from tunesmith.serve.errors import ServeError
 
 
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server: one base, many LoRA adapters")
+    p.add_argument("--base", required=True, help="base model: alias, model dir or .gguf")
+    p.add_argument("--base-name", help="model id of the base in requests (default: --base)")
+    p.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=DIR", help="run or adapter dir"
+    )
+    p.add_argument("--adapter-root", help="allow POST /v1/adapters for dirs under this root")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key-env", metavar="VAR", help="require this env var's key as Bearer")
+    key.add_argument("--api-key-file", metavar="FILE", help="require the key in FILE as Bearer")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: CPU")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--batch-window-ms", type=float, default=10.0)
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--max-prompt-tokens", type=int, default=2048)
+    p.add_argument("--max-new-tokens", type=int, default=512, help="cap on a request's max_tokens")
+    p.add_argument("--default-max-tokens", type=int, default=128)
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
+    p.set_defaults(func=cmd_serve)
+
+
 def _adapters(specs: list[str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for spec in specs:
@@ -91,30 +118,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     serve_forever(server, args.host, args.port)
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server: one base, many LoRA adapters")
-    p.add_argument("--base", required=True, help="base model: alias, model dir or .gguf")
-    p.add_argument("--base-name", help="model id of the base in requests (default: --base)")
-    p.add_argument(
-        "--adapter", action="append", default=[], metavar="NAME=DIR", help="run or adapter dir"
-    )
-    p.add_argument("--adapter-root", help="allow POST /v1/adapters for dirs under this root")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--api-key-env", metavar="VAR", help="require this env var's key as Bearer")
-    key.add_argument("--api-key-file", metavar="FILE", help="require the key in FILE as Bearer")
-    p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: CPU")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--batch-window-ms", type=float, default=10.0)
-    p.add_argument("--max-batch-size", type=int, default=16)
-    p.add_argument("--max-prompt-tokens", type=int, default=2048)
-    p.add_argument("--max-new-tokens", type=int, default=512, help="cap on a request's max_tokens")
-    p.add_argument("--default-max-tokens", type=int, default=128)
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
-    p.set_defaults(func=cmd_serve)

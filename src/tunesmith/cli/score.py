@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("score", help="score completions with a trained reward model")
     p.add_argument("reward_model", help="reward-model run dir or its final/ dir")
     p.add_argument("--prompt", help="the prompt (one user turn)")
