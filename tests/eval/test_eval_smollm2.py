@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.cli.eval import evaluate_suite
+from tunesmith.eval.runner import evaluate_suite
 
 pytestmark = [
     pytest.mark.integration,

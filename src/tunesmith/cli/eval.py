@@ -109,26 +109,6 @@ def default_output(target: str, suite_name: str) -> Path | None:
     return None
 
 
-def evaluate_suite(
-    target: str,
-    suite_path: str,
-    *,
-    use_adapter: bool = True,
-    device: str = "auto",
-    overrides: list[str] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """The full results of ``suite_path`` on ``target`` (aggregates and per-example rows)."""
-    from tunesmith.eval.loading import load_eval_model
-    from tunesmith.eval.runner import run_suite
-    from tunesmith.eval.suite import load_suite
-
-    suite = load_suite(suite_path, overrides)  # a bad suite fails before the model loads
-    model, tokenizer = load_eval_model(target, use_adapter, device)
-    result = run_suite(model, tokenizer, suite, progress)
-    return {"model": target, "adapter": use_adapter, **result}
-
-
 def _eval_suite(args: argparse.Namespace) -> int:
     """``tunesmith eval MODEL --suite S``: options of the held-out-loss mode are refused."""
     clash = [f"--{k.replace('_', '-')}" for k in ("data", "template", "format", "max_length")
@@ -141,6 +121,8 @@ def _eval_suite(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.batch_size is not None:
         overrides.append(f"batch_size={args.batch_size}")
+    from tunesmith.eval.runner import evaluate_suite
+
     result = evaluate_suite(
         args.model,
         args.suite,
@@ -165,6 +147,8 @@ def _results(target: str, no_adapter: bool, args: argparse.Namespace) -> dict[st
     """A model's suite results: run now, or read from a saved ``eval`` JSON file."""
     if target.endswith(".json") and Path(target).is_file():
         return dict(json.loads(Path(target).read_text()))
+    from tunesmith.eval.runner import evaluate_suite
+
     return evaluate_suite(
         target, args.suite, use_adapter=not no_adapter, device=args.device,
         overrides=list(args.set or []),

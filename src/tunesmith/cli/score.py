@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,49 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_score)
 
 
-def _row_prompt(row: dict[str, Any], source: str, line: int) -> Any:
-    """A prompt string, or a conversation as a tuple of messages ending with a user turn."""
-    from tunesmith.data.records import ROLES, DataError, Message
-
-    key = "messages" if "messages" in row else "prompt"
-    value = row.get(key)
-    if isinstance(value, str):
-        return value
-    ok = (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(t, dict) and t.get("role") in ROLES and isinstance(t.get("content"), str)
-            for t in value
-        )
-    )
-    if not ok or value[-1]["role"] != "user":
-        raise DataError(
-            source,
-            line,
-            key,
-            "expected a prompt string or a list of role/content turns ending with a user turn",
-        )
-    return tuple(Message(t["role"], t["content"]) for t in value)
-
-
-def read_score_rows(path: str) -> tuple[list[dict[str, Any]], list[Any], list[str]]:
-    """(rows, prompts, completions) of a --data file; a bad row is a DataError (file:line)."""
-    from tunesmith.data.readers import iter_rows
-    from tunesmith.data.records import DataError
-
-    rows, prompts, completions = [], [], []
-    for line, row in iter_rows(path):
-        completion = row.get("completion")
-        if not isinstance(completion, str):
-            raise DataError(path, line, "completion", "missing or not a string")
-        rows.append(row)
-        prompts.append(_row_prompt(row, path, line))
-        completions.append(completion)
-    return rows, prompts, completions
-
-
 def cmd_score(args: argparse.Namespace) -> int:
+    from tunesmith.data.score_rows import read_score_rows
     from tunesmith.errors import UserError
     from tunesmith.models.reward_head import load_reward_model
 

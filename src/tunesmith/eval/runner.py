@@ -246,3 +246,22 @@ def run_suite(model: Any, tokenizer: Any, suite: Suite, progress: bool = True) -
         "summary": summary,
         "tasks": tasks,
     }
+
+
+def evaluate_suite(
+    target: str,
+    suite_path: str,
+    *,
+    use_adapter: bool = True,
+    device: str = "auto",
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The full results of ``suite_path`` on ``target`` (aggregates and per-example rows)."""
+    from tunesmith.eval.loading import load_eval_model
+    from tunesmith.eval.suite import load_suite
+
+    suite = load_suite(suite_path, overrides)  # a bad suite fails before the model loads
+    model, tokenizer = load_eval_model(target, use_adapter, device)
+    result = run_suite(model, tokenizer, suite, progress)
+    return {"model": target, "adapter": use_adapter, **result}
