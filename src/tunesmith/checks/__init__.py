@@ -15,10 +15,31 @@ The checks, in report order:
 7. ``packing``: a packed example's logits equal its logits alone (runs the model);
 8. ``lengths``: the length distribution against ``data.max_length``.
 
-This package's ``__init__`` imports nothing that imports ``methods/`` (which imports it).
+Every other method has its own cheap pre-flight, a pure function of the records it has read,
+the tokenizer and the config, returning :class:`Check` s; ``failures(checks)`` lists the FAILs
+for :class:`PreflightError`:
+
+* ``dpo``, ``reward``: :func:`preflight_pairs` (:mod:`tunesmith.checks.pairs`);
+* ``grpo``, ``ppo``: :func:`preflight_prompts` (:mod:`tunesmith.checks.prompts`);
+* ``classify``: :func:`preflight_labels` (:mod:`tunesmith.checks.labels`).
+
+This package imports nothing from ``methods/`` (which imports it).
 """
 
-from tunesmith.checks.checks import Check
+from tunesmith.checks.checks import Check, failures
+from tunesmith.checks.labels import preflight_labels
+from tunesmith.checks.pairs import preflight_pairs
 from tunesmith.checks.preflight import PreflightError, cheap_checks, preflight_failures
+from tunesmith.checks.prompts import model_context_length, preflight_prompts
 
-__all__ = ["Check", "PreflightError", "cheap_checks", "preflight_failures"]
+__all__ = [
+    "Check",
+    "PreflightError",
+    "cheap_checks",
+    "failures",
+    "model_context_length",
+    "preflight_failures",
+    "preflight_labels",
+    "preflight_pairs",
+    "preflight_prompts",
+]

@@ -39,6 +39,12 @@ class Check:
         return self.status == "FAIL"
 
 
+def failures(checks: Sequence[Check]) -> list[str]:
+    """``"name: detail"`` of every check that FAILs: what :class:`PreflightError` lists (empty
+    when training may start)."""
+    return [f"{c.name}: {c.detail}" for c in checks if c.failed]
+
+
 def trained_spans(labels: Sequence[int]) -> list[tuple[int, int]]:
     """Maximal runs ``[start, end)`` of trained positions (label != IGNORE_INDEX)."""
     spans: list[tuple[int, int]] = []

@@ -1,7 +1,9 @@
 """``tunesmith doctor``: every pre-flight check, a few rendered examples, a timed step, a report.
 
 It uses the exact pipeline ``train`` would (same config, tokenizer, template, max_length,
-train_on, truncation, packing) and writes nothing but the HTML report.
+train_on, truncation, packing) and writes nothing but the HTML report. SFT configs get every
+check and the timed step (:func:`diagnose`); dpo, reward, grpo, ppo and classify configs get
+their method's record checks and rendered records (:func:`diagnose_method`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tunesmith.checks.render import (
     render_terminal,
     rendered,
 )
-from tunesmith.config import SFTConfig
+from tunesmith.config import BaseRunConfig, SFTConfig
 from tunesmith.data.dataset import PreparedData, make_rows, prepare_data
 from tunesmith.data.records import DataError
 from tunesmith.data.templates import ChatTemplateError
@@ -52,7 +54,7 @@ class DoctorResult:
         return 1 if any(c.failed for c in self.checks) else 0
 
 
-def default_html_path(cfg: SFTConfig) -> Path:
+def default_html_path(cfg: BaseRunConfig) -> Path:
     """``<train.output_dir>/doctor-<timestamp>.html``."""
     return Path(cfg.train.output_dir) / f"doctor-{time.strftime('%Y%m%d-%H%M%S')}.html"
 
@@ -142,6 +144,33 @@ def diagnose(
     return DoctorResult(checks, examples, html_path, settings, lengths, [*notes, MEMORY_NOTE])
 
 
+def _method_settings(cfg: BaseRunConfig, model_path: Path, data: str) -> dict[str, str]:
+    d = cfg.data
+    out = {"method": cfg.method, "model": str(model_path)}
+    for key in ("template", "max_length", "max_prompt_length"):
+        if hasattr(d, key):
+            out[key] = str(getattr(d, key))
+    return {**out, "data": data}
+
+
+def diagnose_method(
+    cfg: BaseRunConfig, *, n_examples: int = 3, html_path: Path | None = None
+) -> DoctorResult:
+    """``diagnose`` for dpo, reward, grpo, ppo and classify: the method's record checks
+    (:mod:`tunesmith.checks.method_doctor`); the checks that run the model are SFT's only."""
+    from tunesmith.checks.method_doctor import diagnose_records
+
+    html_path = html_path or default_html_path(cfg)
+    model_path, found = diagnose_records(cfg, n_examples)
+    notes = [
+        *found.notes,
+        f"training step: skipped for method {cfg.method} (the timed step is SFT-only)",
+        MEMORY_NOTE,
+    ]
+    settings = _method_settings(cfg, model_path, found.data)
+    return DoctorResult(found.checks, found.examples, html_path, settings, found.lengths, notes)
+
+
 def print_result(result: DoctorResult, out: TextIO, color: bool) -> None:
     """Examples, then one line per check, then the timing and memory notes."""
     settings = ", ".join(f"{k} {v}" for k, v in result.settings.items())
@@ -158,7 +187,7 @@ def print_result(result: DoctorResult, out: TextIO, color: bool) -> None:
 
 
 def run_doctor(
-    cfg: SFTConfig,
+    cfg: BaseRunConfig,
     *,
     html_path: Path | None = None,
     n_examples: int = 3,
@@ -166,10 +195,14 @@ def run_doctor(
     out: TextIO | None = None,
     title: str = "tunesmith doctor",
 ) -> int:
-    """Diagnose, print to ``out`` (default stdout; colour on a TTY), write the HTML report;
-    returns the exit code: 1 on any FAIL, else 0."""
+    """Diagnose any method's config (SFT: :func:`diagnose`; others: :func:`diagnose_method`),
+    print to ``out`` (default stdout; colour on a TTY), write the HTML report; returns the exit
+    code: 1 on any FAIL, else 0. ``use_model`` only matters for SFT."""
     out = out if out is not None else sys.stdout
-    result = diagnose(cfg, n_examples=n_examples, use_model=use_model, html_path=html_path)
+    if isinstance(cfg, SFTConfig):
+        result = diagnose(cfg, n_examples=n_examples, use_model=use_model, html_path=html_path)
+    else:
+        result = diagnose_method(cfg, n_examples=n_examples, html_path=html_path)
     print_result(result, out, use_color(out))
     page = HtmlReport(
         title, result.settings, result.checks, result.examples, result.lengths, result.notes
