@@ -1,13 +1,15 @@
 """Batched generation with the model's KV cache and the chat template (left padding).
 
 :func:`sample` is the engine of the online methods (GRPO, PPO): a decode loop over the model's
-own ``past_key_values`` that draws ``num_samples`` completions per prompt in one batch, with
-temperature, top-k, top-p, a token budget, end-of-turn tokens and stop strings that end only
-their own row. :func:`generate_ids` / :func:`chat_replies` are the plain text helpers.
+own KV cache (transformers' ``cache`` argument and output, called ``past_key_values`` before
+5.24) that draws ``num_samples`` completions per prompt in one batch, with temperature, top-k,
+top-p, a token budget, end-of-turn tokens and stop strings that end only their own row.
+:func:`generate_ids` / :func:`chat_replies` are the plain text helpers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,6 +103,41 @@ def pick_tokens(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed fixed by ``parts`` alone (blake2b of their decimal text): the same on every
+    process, platform and Python run (unlike ``hash``), different for different parts. GRPO
+    seeds prompt k of round s with ``derive_seed(train.seed, s, k)``."""
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def row_generators(seeds: Sequence[int], num_samples: int) -> list[torch.Generator]:
+    """One CPU generator per sampled row, prompt-major: row j of prompt i is seeded with
+    ``derive_seed(seeds[i], j)``, so rows never share a generator and a prompt's rows draw the
+    same numbers whatever else is in the batch, on whichever process or device."""
+    return [
+        torch.Generator().manual_seed(derive_seed(seed, j))
+        for seed in seeds
+        for j in range(num_samples)
+    ]
+
+
+def pick_tokens_per_row(
+    logits: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """Like :func:`pick_tokens`, but row b draws from ``generators[b]`` alone: one uniform u_b
+    per row and step, and the token where the cumulative probability first exceeds u_b (inverse
+    CDF). Logits [B, V] -> [B]."""
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
+    cdf = torch.softmax(scaled, dim=-1).cumsum(dim=-1)  # [B, V]
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    target = (u.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # [B, 1]
+    chosen = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # zero-mass tokens skipped
+    return chosen.clamp(max=cdf.size(-1) - 1)
+
+
 # ----------------------------------------------------------------------------- decode loop
 
 
@@ -157,6 +194,7 @@ def _decode_batch(
     prompts: Sequence[Sequence[int]],
     params: SamplingParams,
     generator: torch.Generator | None,
+    row_gens: Sequence[torch.Generator] | None = None,
 ) -> _Rows:
     """Sample every row of one left-padded batch to its end, reusing the KV cache."""
     device = next(model.parameters()).device
@@ -171,7 +209,11 @@ def _decode_batch(
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
     next_pos = positions[:, -1:] + 1
     for _ in range(params.max_new_tokens):
-        chosen = pick_tokens(out.logits[:, -1, :], params, generator)
+        last = out.logits[:, -1, :]
+        if row_gens is None:
+            chosen = pick_tokens(last, params, generator)
+        else:
+            chosen = pick_tokens_per_row(last, params, row_gens)
         done = torch.tensor(rows.done, device=device)
         chosen = chosen.masked_fill(done, pad)
         _advance(rows, chosen.tolist(), eos, tokenizer, params)
@@ -182,7 +224,7 @@ def _decode_batch(
             input_ids=chosen[:, None],
             attention_mask=mask,
             position_ids=next_pos,
-            past_key_values=out.past_key_values,
+            cache=out.cache,
             use_cache=True,
             **extra,
         )
@@ -198,15 +240,23 @@ def sample(
     params: SamplingParams,
     num_samples: int = 1,
     batch_size: int = 32,
+    seeds: Sequence[int] | None = None,
 ) -> list[Completion]:
     """``num_samples`` completions of every tokenized prompt, prompt-major (all samples of prompt
     0, then of prompt 1, ...). Each prompt is repeated ``num_samples`` times inside the batch, so a
-    GRPO group is sampled in one forward pass per token."""
+    GRPO group is sampled in one forward pass per token.
+
+    ``seeds`` (one int per prompt) makes each prompt's samples depend on its seed alone
+    (:func:`row_generators`: row j of prompt i draws from ``derive_seed(seeds[i], j)``), not on
+    the other prompts, ``batch_size``, the process or ``params.seed`` (then unused)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample: every prompt needs at least one token")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"sample: {len(seeds)} seeds for {len(prompts)} prompts")
     device = next(model.parameters()).device
+    gens = row_generators(seeds, num_samples) if seeds is not None else None
     generator = None
-    if params.seed is not None:
+    if params.seed is not None and gens is None:
         generator = torch.Generator(device=device).manual_seed(params.seed)
     was_training = model.training
     model.eval()
@@ -215,7 +265,10 @@ def sample(
     try:
         for start in range(0, len(flat), batch_size):
             chunk = flat[start : start + batch_size]
-            rows = _decode_batch(model, tokenizer, [p for _, p in chunk], params, generator)
+            row_gens = gens[start : start + batch_size] if gens is not None else None
+            rows = _decode_batch(
+                model, tokenizer, [p for _, p in chunk], params, generator, row_gens
+            )
             for k, (index, _) in enumerate(chunk):
                 text = tokenizer.decode(rows.tokens[k], skip_special_tokens=True)
                 cut = rows.cut[k]

@@ -153,3 +153,71 @@ def test_unknown_reward_and_bad_adapter_fail_early(tmp_path: Path, tiny_llama: P
     assert main(["train", str(cfg), "rewards=[{name: nosuch}]"]) == 2
     assert main(["train", str(cfg), "adapter.type=ia3"]) == 2
     assert not (tmp_path / "runs" / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def llama64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-wide tiny Llama: bitsandbytes' CPU NF4 kernels need widths that are multiples of 64."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.helpers.tiny_model import tiny_config
+    from tests.helpers.tiny_tokenizer import make_tiny_tokenizer
+
+    out = tmp_path_factory.mktemp("models") / "llama64"
+    tok = make_tiny_tokenizer()
+    cfg = tiny_config("llama", len(tok), tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
+    cfg.hidden_size, cfg.intermediate_size, cfg.head_dim = 64, 128, 16
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_qlora_grpo_trains_on_a_4bit_base(
+    tmp_path: Path, llama64: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bnb = pytest.importorskip("bitsandbytes")
+    from tunesmith.methods import grpo
+
+    built: list[Any] = []
+    original = grpo.build_trainable_model
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(grpo, "build_trainable_model", build)
+    cfg = _config(tmp_path, llama64, inner_steps=1, eval_before=False)
+    assert main(["train", str(cfg), "model.quantization=nf4", "train.max_steps=2"]) == 0
+    layers = [m for m in built[0].modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.weight.dtype == torch.uint8 for m in layers)  # packed 4-bit base
+    run = tmp_path / "runs" / "run"
+    train = [r for r in _rows(run) if r["split"] == "train"]
+    assert len(train) == 2 and all(r["grad_norm"] > 0 for r in train)
+    assert train[1]["kl"] > 0  # the adapter moved away from the (quantized) reference
+    env = json.loads((run / "env.json").read_text())
+    assert env["quantization"] == "nf4"
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.grad_accum=2", "unknown key 'train.grad_accum' for method grpo"),
+        ("train.compile=true", "unknown key 'train.compile' for method grpo"),
+        ("data.packing=true", "unknown key 'data.packing' for method grpo"),
+        ("grpo.eval_every=2", "unknown key 'grpo.eval_every'"),
+        ("train.parallel=fsdp", "grpo runs with train.parallel=ddp only"),
+    ],
+)
+def test_fields_grpo_does_not_read_are_refused(
+    tmp_path: Path,
+    tiny_llama: Path,
+    capsys: pytest.CaptureFixture[str],
+    override: str,
+    named: str,
+) -> None:
+    cfg = _config(tmp_path, tiny_llama)
+    assert main(["validate", str(cfg)]) == 0
+    assert main(["validate", str(cfg), override]) == 2
+    assert named in capsys.readouterr().err

@@ -2,9 +2,13 @@
 
 One training *step* is one generation round: ``grpo.prompts_per_step`` prompts x
 ``grpo.num_generations`` completions are sampled and scored, then ``grpo.inner_steps`` optimizer
-updates are taken on them (``train.max_steps`` counts rounds). The adapter sections are SFT's;
-the reference policy is the base model with the adapter switched off, so the adapter must be of
-the LoRA family.
+updates are taken on them (``train.max_steps`` counts rounds). Under torchrun each process
+samples an equal share of the round's prompts. The reference policy is the base model with the
+adapter switched off, so the adapter is of the LoRA family (on a quantized base: QLoRA).
+
+The data, train and adapter sections are narrower than the shared ones: they hold only the
+fields GRPO reads, so a field it would ignore (``train.grad_accum``, ``train.compile``,
+``data.packing``...) is an error naming it instead of a silent no-op.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.sections import (
-    LORA_FAMILY,
-    AdapterRunConfig,
+    BaseRunConfig,
+    LoraSection,
     Section,
 )
 
@@ -23,9 +27,11 @@ from tunesmith.config.sections import (
 class PromptDataSection(Section):
     """Prompt records: ``prompt`` or ``messages`` plus the fields rewards read (``answer``...)."""
 
-    train: str | list[str] = Field(..., description="Prompt file(s): jsonl, json, csv, parquet.")
+    train: list[str] = Field(..., description="Prompt file(s): jsonl, json, csv, parquet.")
     validation: str | list[str] | None = Field(
-        None, description="Held-out prompt file(s): accuracy before and after training."
+        None,
+        description="Held-out prompt file(s) for the accuracy evaluations. When absent, "
+        "`val_fraction` of train is held out with a fixed seed.",
     )
     template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = "tokenizer"
     system_prompt: str | None = Field(
@@ -34,15 +40,89 @@ class PromptDataSection(Section):
     max_prompt_length: int = Field(
         512, ge=1, description="Longer prompts are an error naming file and line."
     )
-    max_val_examples: int | None = Field(
-        200, ge=1, description="Evaluate on the first N held-out records."
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
     )
-    seed: int = 1234
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_examples: int | None = Field(
+        200, ge=1, description="At most this many held-out prompts (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split and of the prompt order.")
 
     @field_validator("train", "validation", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+
+class GRPOTrainSection(Section):
+    """The shared train fields GRPO reads (no grad_accum: a round is one batch; no compile or
+    trainable_top_layers)."""
+
+    output_dir: str = "runs"
+    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Generation rounds; default: epochs x train prompts / round."
+    )
+    epochs: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(
+        4, ge=1, description="Completions per forward in the log-prob passes and the updates."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
+        "(AVX-512 BF16 / AMX), fp32 otherwise.",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer's activations in the backward pass."
+    )
+    parallel: Literal["ddp"] = Field(
+        "ddp",
+        description="With several processes (torchrun): ddp replicates the model, each process "
+        "samples its share of every round.",
+    )
+    seed: int = Field(42, description="LoRA init, dropout, and every prompt's sampling seed.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Rounds between held-out accuracy evaluations (and best/)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a higher accuracy."
+    )
+    save_every: int | None = Field(None, ge=1, description="Rounds between checkpoints.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    log_every: int = Field(1, ge=1)
+    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+
+    @field_validator("parallel", mode="before")
+    @classmethod
+    def _ddp_only(cls, value: Any) -> Any:
+        if value != "ddp":
+            raise ValueError(
+                f"grpo runs with train.parallel=ddp only (got {value!r}): a LoRA adapter is "
+                "small enough to replicate, and sampling needs the whole model on each process"
+            )
+        return value
+
+
+class GRPOAdapterSection(Section):
+    type: Literal["lora", "rslora", "dora"] = Field(
+        "lora",
+        description="The LoRA family only: the reference policy is the base model with the "
+        "adapter switched off.",
+    )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _lora_family(cls, value: Any) -> Any:
+        if value not in ("lora", "rslora", "dora"):
+            raise ValueError(
+                "grpo uses the base model (adapter off) as its reference: adapter.type must be "
+                f"lora, rslora or dora (got {value})"
+            )
+        return value
 
 
 class RewardSpec(Section):
@@ -89,14 +169,18 @@ class GRPOSection(Section):
         description="token: sum over all completion tokens / their count (DAPO); sequence: "
         "mean per completion, then mean (original GRPO).",
     )
-    eval_every: int | None = Field(None, ge=1, description="Held-out eval every N rounds.")
     eval_max_new_tokens: int | None = Field(None, ge=1, description="Default: max_new_tokens.")
-    eval_before: bool = Field(True, description="Evaluate the untrained policy at step 0.")
+    eval_before: bool = Field(
+        True, description="Evaluate the untrained policy at step 0 (the cadence: train.eval_every)."
+    )
 
 
-class GRPOConfig(AdapterRunConfig):
+class GRPOConfig(BaseRunConfig):
     method: Literal["grpo"] = "grpo"
     data: PromptDataSection  # type: ignore[assignment]
+    train: GRPOTrainSection = GRPOTrainSection()  # type: ignore[assignment]
+    adapter: GRPOAdapterSection = GRPOAdapterSection()
+    lora: LoraSection = LoraSection()
     grpo: GRPOSection = GRPOSection()
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(name="math")],
@@ -106,11 +190,6 @@ class GRPOConfig(AdapterRunConfig):
 
     @model_validator(mode="after")
     def _check(self) -> GRPOConfig:
-        if self.adapter.type not in LORA_FAMILY:
-            raise ValueError(
-                "grpo uses the base model (adapter off) as its reference: adapter.type must be "
-                f"lora, rslora or dora (got {self.adapter.type})"
-            )
         keys = [r.key for r in self.rewards]
         if len(set(keys)) != len(keys):
             raise ValueError(f"rewards: names must be unique (give a `label`): {keys}")

@@ -1,7 +1,8 @@
 """Per-token log-probabilities of sampled completions, the quantity policy-gradient losses use.
 
 A batch holds ``prompt + completion`` rows, right-padded: ``input_ids``/``attention_mask`` [B, T]
-and ``labels`` [B, T] with the completion tokens and :data:`IGNORE_INDEX` elsewhere. Position t
+and ``labels`` [B, T] with the completion tokens and :data:`IGNORE_INDEX` elsewhere
+(:func:`tunesmith.data.completion_batches.collate_completions` builds it). Position t
 predicts token t + 1, so the outputs are [B, T-1]: ``logp[b, t] = log pi(input_ids[b, t+1] |
 input_ids[b, :t+1])`` where ``mask[b, t]`` is 1 (the label at t + 1 is a completion token), 0
 elsewhere.
@@ -9,31 +10,12 @@ elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tunesmith.engine.forward import _parts, forward_logits, model_inputs
 from tunesmith.losses.sft import IGNORE_INDEX
-
-
-def collate_completions(
-    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
-) -> dict[str, torch.Tensor]:
-    """Right-padded ``prompt + completion`` rows with completion-only labels, each [B, T]."""
-    width = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
-    n = len(prompts)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-        end = len(p) + len(c)
-        ids[row, :end] = torch.tensor(list(p) + list(c))
-        labels[row, len(p) : end] = torch.tensor(list(c), dtype=torch.long)
-        mask[row, :end] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def _chunk(

@@ -1,6 +1,7 @@
 """Held-out accuracy with verifiable rewards: greedy replies scored by reward functions.
 
-Used by GRPO before and after training, and by ``scripts/grpo_eval.py`` on any model.
+Used by GRPO (each process evaluates its share, :func:`merge_evals` joins them) and by
+``scripts/grpo_eval.py`` on any model.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def evaluate_rewards(
     batch_size: int = 32,
     keep_samples: int = 5,
 ) -> VerifiableEval:
-    """Greedy completion of every record, scored by every reward."""
+    """Greedy completion of every record, scored by every reward (no records: n = 0)."""
+    if not records:
+        return VerifiableEval(n=0, mean_by_reward={}, accuracy=0.0, mean_length=0.0)
     params = SamplingParams(max_new_tokens=max_new_tokens)
     comps = sample(model, tokenizer, [r.prompt_ids for r in records], params, 1, batch_size)
     texts = [c.text for c in comps]
@@ -52,4 +55,22 @@ def evaluate_rewards(
             }
             for i, (r, t) in enumerate(zip(records[:keep_samples], texts, strict=False))
         ],
+    )
+
+
+def merge_evals(parts: Sequence[VerifiableEval], keep_samples: int = 5) -> VerifiableEval:
+    """One evaluation from evaluations of disjoint shares (one per process, in record order):
+    every mean weighted by its share's ``n``; the first ``keep_samples`` samples."""
+    n = sum(p.n for p in parts)
+    if n == 0:
+        return VerifiableEval(n=0, mean_by_reward={}, accuracy=0.0, mean_length=0.0)
+    keys = next(p.mean_by_reward for p in parts if p.n).keys()
+    return VerifiableEval(
+        n=n,
+        mean_by_reward={
+            k: sum(p.mean_by_reward.get(k, 0.0) * p.n for p in parts) / n for k in keys
+        },
+        accuracy=sum(p.accuracy * p.n for p in parts) / n,
+        mean_length=sum(p.mean_length * p.n for p in parts) / n,
+        samples=[x for p in parts for x in p.samples][:keep_samples],
     )
