@@ -36,7 +36,9 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoConfig
 
+from tunesmith.checks import PreflightError, failures, model_context_length, preflight_prompts
 from tunesmith.config.grpo import GRPOConfig
 from tunesmith.data.completion_batches import collate_completions
 from tunesmith.data.dataset import step_batches, write_jsonl
@@ -163,7 +165,7 @@ def _read_prompts(
     return hold_out(read(d.train), d.val_fraction, d.seed, d.max_val_examples)
 
 
-def setup(cfg: GRPOConfig) -> Setup:
+def setup(cfg: GRPOConfig, skip_preflight: bool = False) -> Setup:
     quantization_config(cfg.model.quantization, torch.float32)  # backend missing: fail first
     rewards = _rewards(cfg)  # a bad reward name fails before anything is made
     run = Run.start(cfg)
@@ -180,6 +182,10 @@ def setup(cfg: GRPOConfig) -> Setup:
         model_path = resolve_model(cfg.model.name_or_path)
         tokenizer = load_tokenizer(model_path)
         train, val = _read_prompts(cfg, tokenizer, rejects)
+        context = model_context_length(AutoConfig.from_pretrained(str(model_path)))
+        checks = preflight_prompts(train, tokenizer, cfg, rewards=rewards, context_length=context)
+        if not skip_preflight and (bad := failures(checks)):
+            raise PreflightError(bad)  # `tunesmith doctor` explains; --skip-preflight overrides
         model = build_trainable_model(cfg, model_path, run.device)  # type: ignore[arg-type]
     if info.is_main:
         write_jsonl(run.run_dir / "rejects.jsonl", rejects)
@@ -406,7 +412,7 @@ def _report(s: Setup, m: dict[str, Any], bar: Any) -> None:
 
 def run(cfg: GRPOConfig, skip_preflight: bool = False) -> GRPOResult:
     """Train; ``skip_preflight`` is the CLI's ``--skip-preflight`` (the prompt/reward checks)."""
-    s = setup(cfg)
+    s = setup(cfg, skip_preflight)
     run, g = s.run, cfg.grpo
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps * g.inner_steps)
