@@ -1,6 +1,6 @@
 """PPO through the CLI on the tiny model with a toy reward model: a few iterations run and log
 finite metrics; a reward model with another tokenizer, or a path that is not a reward model,
-is refused before training."""
+is refused before training; fields PPO does not read are refused by the config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,6 +17,10 @@ from tests.helpers.preference_data import write_pairs
 from tests.helpers.runs import write_config
 from tests.helpers.tiny_tokenizer import make_tiny_tokenizer
 from tunesmith.cli import main
+from tunesmith.config import load_config
+from tunesmith.data.completion_batches import collate_prompt_response
+from tunesmith.errors import UserError
+from tunesmith.methods.ppo import check_world
 
 PPO_KEYS = (
     "reward_mean",
@@ -29,14 +34,12 @@ PPO_KEYS = (
 )
 
 
-@pytest.fixture(scope="module")
-def toy(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(a trained toy reward model run dir, the prompt file)."""
-    tmp = tmp_path_factory.mktemp("ppo")
+def train_toy_reward_model(tmp: Path, model: Path) -> tuple[Path, Path]:
+    """(a trained toy reward model run dir, the prompt file: preference pairs)."""
     pairs = write_pairs(tmp / "pairs.jsonl", 24, 0)
     cfg = write_config(
         tmp,
-        tiny_llama,
+        model,
         pairs,
         data={"max_length": 64},
         train={"max_steps": 3, "micro_batch_size": 8},
@@ -46,25 +49,39 @@ def toy(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return tmp / "runs" / "rm", pairs
 
 
-def ppo_config(tmp: Path, model: Path, prompts: Path, reward_model: Path) -> Path:
-    cfg = write_config(
-        tmp,
-        model,
-        prompts,
-        data={"max_length": 64},
-        train={"max_steps": 3},
-        optim={"lr": 1e-3, "schedule": "constant"},
-    )
-    data = yaml.safe_load(cfg.read_text())
-    data["method"] = "ppo"
-    data["ppo"] = {
-        "reward_model": str(reward_model),
-        "prompts_per_iteration": 4,
-        "minibatch_size": 2,
-        "max_new_tokens": 6,
-        "epochs": 2,
+@pytest.fixture(scope="module")
+def toy(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return train_toy_reward_model(tmp_path_factory.mktemp("ppo"), tiny_llama)
+
+
+def ppo_config(
+    tmp: Path, model: Path, prompts: Path, reward_model: Path, **sections: dict[str, Any]
+) -> Path:
+    """A PPO config of a few short iterations in fp32 (``sections`` update its sections)."""
+    data: dict[str, Any] = {
+        "method": "ppo",
+        "model": {"name_or_path": str(model)},
+        "data": {"train": str(prompts), "max_prompt_length": 128},
+        "train": {
+            "output_dir": str(tmp / "runs"),
+            "run_name": "run",
+            "max_steps": 3,
+            "seed": 3,
+            "precision": "fp32",
+        },
+        "optim": {"lr": 1e-3, "schedule": "constant"},
+        "ppo": {
+            "reward_model": str(reward_model),
+            "prompts_per_iteration": 4,
+            "minibatch_size": 2,
+            "max_new_tokens": 6,
+            "epochs": 2,
+        },
     }
-    cfg.write_text("# tunesmith train cfg.yaml\n" + yaml.safe_dump(data))
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    cfg = tmp / "ppo.yaml"
+    cfg.write_text("# tunesmith train ppo.yaml\n" + yaml.safe_dump(data))
     return cfg
 
 
@@ -81,14 +98,18 @@ def test_ppo_runs_and_logs_finite_metrics(
             assert math.isfinite(r[key]), (key, r)
         assert 0.0 <= r["clip_fraction"] <= 1.0
         assert 1 <= r["response_length"] <= 6
+        assert len(r["samples_sha256"]) == 64
     # LoRA's B starts at zero, so before any update the policy is the reference: KL 0; the
     # updates then move it away
     assert abs(rows[0]["kl"]) < 1e-4
     assert abs(rows[-1]["kl"]) > 1e-6
     # the adaptive controller moved beta from its start (KL != target)
     assert rows[0]["kl_coef"] == 0.05 and rows[1]["kl_coef"] != 0.05
+    assert len({r["samples_sha256"] for r in rows}) == 3  # fresh samples every iteration
     assert (run / "final" / "adapter_config.json").is_file()
     assert (run / "final" / "value_head.safetensors").is_file()
+    assert (run / "final" / "tunesmith_config.yaml").is_file()
+    assert (run / "rejects.jsonl").read_text() == ""
 
 
 def test_tokenizer_mismatch_is_refused(
@@ -101,7 +122,7 @@ def test_tokenizer_mismatch_is_refused(
     cfg = ppo_config(tmp_path, tiny_llama, prompts, other)
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "different tokenizer" in err and str(other) in err
+    assert "tokenizes differently from the policy" in err and str(other) in err
     assert not (tmp_path / "runs" / "run").exists()  # refused before a run dir was made
 
 
@@ -112,3 +133,71 @@ def test_not_a_reward_model_is_refused(
     cfg = ppo_config(tmp_path, tiny_llama, prompts, tiny_llama)
     assert main(["train", str(cfg)]) == 2
     assert "not a tunesmith reward model" in capsys.readouterr().err
+
+
+def test_chat_prompts_drop_their_reply_and_bad_rows_go_to_rejects(
+    tiny_llama: Path, toy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    rm, _ = toy
+    chat = tmp_path / "chat.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Say {i}"},
+                {"role": "assistant", "content": "ok"},
+            ]
+        }
+        for i in range(4)
+    ]
+    rows.append({"messages": [{"role": "assistant", "content": "no user turn"}]})
+    chat.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = ppo_config(
+        tmp_path, tiny_llama, chat, rm, data={"on_error": "skip"}, train={"max_steps": 1}
+    )
+    assert main(["train", str(cfg)]) == 0
+    run = tmp_path / "runs" / "run"
+    rejects = [json.loads(x) for x in (run / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["field"]) for r in rejects] == [(5, "messages")]
+    assert json.loads((run / "env.json").read_text())["prompts"] == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("data.packing=true", "packing"),
+        ("train.eval_every=2", "eval_every"),
+        ("train.micro_batch_size=2", "micro_batch_size"),
+        ("train.parallel=fsdp", "fsdp"),
+        ("lora.dropout=0.1", "lora.dropout"),
+        ("model.quantization=nf4", "quantization"),
+    ],
+)
+def test_fields_ppo_does_not_read_are_refused(
+    tmp_path: Path, tiny_llama: Path, override: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = ppo_config(tmp_path, tiny_llama, tmp_path / "p.jsonl", tmp_path / "rm")
+    assert main(["validate", str(cfg)]) == 0
+    assert main(["validate", str(cfg), override]) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_prompts_and_minibatches_must_split_across_processes(
+    tmp_path: Path, tiny_llama: Path
+) -> None:
+    cfg = load_config(
+        ppo_config(tmp_path, tiny_llama, tmp_path / "p.jsonl", tmp_path / "rm"),
+        ["ppo.prompts_per_iteration=6", "ppo.minibatch_size=3"],
+    )
+    check_world(cfg, 1)
+    check_world(cfg, 3)
+    with pytest.raises(UserError, match=r"ppo.prompts_per_iteration=6 .* 4 processes"):
+        check_world(cfg, 4)
+    with pytest.raises(UserError, match=r"ppo.minibatch_size=3 .* 2 processes"):
+        check_world(cfg, 2)
+
+
+def test_prompt_response_batches_line_responses_up() -> None:
+    batch = collate_prompt_response([[5, 6, 7], [8]], [[1], [2, 3]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 1, 0], [0, 0, 8, 2, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [0, 0, 1, 1, 1]]
+    assert batch["response_mask"].tolist() == [[1, 0], [1, 1]]

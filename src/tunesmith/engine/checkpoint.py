@@ -139,9 +139,12 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
 def load_trainable(model: Any, ckpt: Path) -> None:
     """Load the trained weights of a checkpoint back into ``model`` in place."""
     tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(ckpt.glob("*.safetensors")):
+    adapter = (ckpt / "adapter_config.json").is_file()
+    # the weights alone, not the extra modules Run.checkpoint saves beside them (a value head)
+    pattern = "adapter_model*.safetensors" if adapter else "model*.safetensors"
+    for file in sorted(ckpt.glob(pattern)):
         tensors.update(load_file(str(file)))
-    if (ckpt / "adapter_config.json").is_file():
+    if adapter:
         from peft import set_peft_model_state_dict
 
         result = set_peft_model_state_dict(model, tensors)

@@ -7,37 +7,58 @@ The algorithm, top to bottom, once per iteration (``train.max_steps`` iterations
      its adapters disabled), values from the value head (a linear layer on the policy's last
      hidden state, sharing the LoRA backbone); rewards = -beta * (logp - ref_logp) on every
      token plus the score on the last (losses/ppo.py: kl_penalty_rewards);
-  3. GAE advantages and returns (gamma, lambda), advantages whitened;
+  3. GAE advantages and returns (gamma, lambda) per completion; advantages whitened over the
+     whole iteration;
   4. ``ppo.epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef x clipped
      value loss, one AdamW step per minibatch;
   5. the adaptive KL controller moves beta towards ``ppo.kl_target`` (or beta stays fixed).
 Dropout is off throughout (the model stays in eval mode), so the first minibatch's ratio is 1.
-``final/`` holds the policy adapter (loads with peft) and ``value_head.safetensors``.
+
+Under ``torchrun`` each rank samples, scores and runs GAE on its share of the iteration's prompts;
+the shares are then gathered so every rank holds the whole rollout (whitening, metrics and the
+KL controller see global values), each minibatch is split across the ranks and DDP averages the
+gradients of the loss, scaled so that the average is the minibatch's token mean. Prompt k of
+iteration s is sampled with its own seed ``derive_seed(train.seed, s, k)`` and the minibatch
+order is seeded by ``(train.seed, s)``: two processes follow one process's trajectory, and a
+resumed run its uninterrupted one. ``final/`` holds the policy adapter (loads with peft), the
+tokenizer and ``value_head.safetensors``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from tunesmith.checks.checks import failures
+from tunesmith.checks.preflight import PreflightError
+from tunesmith.checks.prompts import check_reward_model, model_context_length, preflight_prompts
 from tunesmith.config.ppo import PPOConfig
-from tunesmith.data.dataset import data_files, write_jsonl
-from tunesmith.data.records import Message
+from tunesmith.data.completion_batches import collate_prompt_response
+from tunesmith.data.dataset import step_batches, write_jsonl
+from tunesmith.data.prompts import PromptRecord, read_prompts
 from tunesmith.data.templates import encode_prompt, template_string
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.distributed import (
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    shard,
+    wrap_for_training,
+)
 from tunesmith.engine.optim import build_optimizer, build_scheduler
-from tunesmith.engine.precision import autocast, resolve_precision
-from tunesmith.engine.rundir import new_run_dir, write_run_files
-from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.precision import autocast
+from tunesmith.engine.run import Run
+from tunesmith.engine.trainable import due
 from tunesmith.errors import UserError
-from tunesmith.generation import SamplingParams, left_pad, sample
+from tunesmith.generation import Completion, SamplingParams, derive_seed, sample
 from tunesmith.losses.ppo import (
     adaptive_kl_update,
     clipped_policy_loss,
@@ -46,18 +67,13 @@ from tunesmith.losses.ppo import (
     explained_variance,
     gae,
     kl_penalty_rewards,
-    masked_mean,
     whiten,
 )
 from tunesmith.models.adapters import attach_lora, parameter_counts
-from tunesmith.models.load import (
-    load_causal_lm,
-    load_dtype,
-    load_tokenizer,
-    pick_device,
-    resolve_model,
-)
+from tunesmith.models.load import load_causal_lm, load_dtype, load_tokenizer, resolve_model
 from tunesmith.models.reward_head import RewardModel, RewardModelError, load_reward_model
+
+MINIBATCH_STREAM = -1  # derive_seed(seed, iteration, k) with k >= 0 seeds prompt k's sampling
 
 
 @dataclass
@@ -71,118 +87,149 @@ class PPOResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+class PolicyValue(torch.nn.Module):
+    """The policy and its value head as one module: what the update step calls (DDP-wrapped
+    under torchrun, so both gradients are averaged across ranks)."""
+
+    def __init__(self, model: Any, head: torch.nn.Linear, precision: str, temperature: float):
+        super().__init__()
+        self.model, self.head = model, head
+        self.precision, self.temperature = precision, temperature
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], values: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(logprobs [B, L] of the response tokens, logits [B, L, V], values [B, L] or None) of a
+        :func:`~tunesmith.data.completion_batches.collate_prompt_response` batch [B, P + L].
+        Position P - 1 + t predicts response token t; positions come from the mask (left
+        padding)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        width = ids.size(1) - batch["response_mask"].size(1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with autocast(self.precision, ids.device):
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                output_hidden_states=values,
+            )
+        logits = out.logits[:, width - 1 : -1].float() / self.temperature
+        logp = torch.log_softmax(logits, -1).gather(-1, ids[:, width:].unsqueeze(-1)).squeeze(-1)
+        if not values:
+            return logp, logits, None
+        return logp, logits, self.head(out.hidden_states[-1][:, width - 1 : -1].float()).squeeze(-1)
+
+
 @dataclass
 class Setup:
     cfg: PPOConfig
-    run_dir: Path
-    device: torch.device
-    precision: str
+    run: Run
     model: Any  # the peft policy
-    value_head: torch.nn.Linear
+    head: torch.nn.Linear  # the value head
+    policy: PolicyValue  # model + head, as the rollout calls it
+    step_module: torch.nn.Module  # the same, DDP-wrapped across ranks: what the update calls
     tokenizer: Any
     rm: RewardModel
-    prompts: list[tuple[Message, ...]]
-    prompt_ids: list[list[int]]
+    prompts: list[PromptRecord]
+    iterations: int
 
 
 @dataclass
 class Rollout:
-    """One batch of completions, left-padded prompts + right-padded responses.
+    """One iteration's completions, every rank's share in rank order (so the same on all ranks).
 
-    ids/mask [B, P + L]; everything per token is [B, L] over response positions."""
+    Per token tensors are [N, L], right-padded over the response positions."""
 
-    ids: torch.Tensor
-    mask: torch.Tensor
-    width: int  # P
-    resp_mask: torch.Tensor
+    prompts: list[list[int]]  # N prompt token ids
+    responses: list[list[int]]  # N sampled completions (token ids)
+    mask: torch.Tensor  # 1 on real response tokens
     logprobs: torch.Tensor
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    stats: dict[str, float]
+    stats: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- set up
 
 
-def _prompt_of(messages: tuple[Message, ...], source: str, line: int) -> tuple[Message, ...]:
-    """The conversation up to its last user turn (a trailing assistant reply is dropped)."""
-    turns = list(messages)
-    while turns and turns[-1].role == "assistant":
-        turns.pop()
-    if not turns or turns[-1].role != "user":
-        raise UserError(f"{source}:{line}: a PPO prompt must end with a user turn")
-    return tuple(turns)
+def check_world(cfg: PPOConfig, world: int) -> None:
+    """Every rank takes an equal share of each iteration's prompts and of each minibatch."""
+    for name, value in (
+        ("ppo.prompts_per_iteration", cfg.ppo.prompts_per_iteration),
+        ("ppo.minibatch_size", cfg.ppo.minibatch_size),
+    ):
+        if value % world:
+            raise UserError(
+                f"{name}={value} does not split across {world} processes: each process takes "
+                f"an equal share, so make it a multiple of {world}"
+            )
 
 
-def _file_prompts(
-    path: str, cfg: PPOConfig
-) -> tuple[list[tuple[Message, ...]], list[dict[str, Any]]]:
-    """(prompts, rejects) of one file: preference pairs (their prompts) or chat data."""
-    from tunesmith.data.formats import load_examples
-    from tunesmith.data.preference import load_preference_pairs
-    from tunesmith.data.readers import iter_rows
-
-    first = next(iter(iter_rows(path, split=cfg.data.split)), (0, {}))[1]
-    if "chosen" in first:
-        pairs, bad = load_preference_pairs(path, split=cfg.data.split, on_error=cfg.data.on_error)
-        return [p.prompt for p in pairs], bad
-    examples, bad = load_examples(path, cfg.data.format, cfg.data.split, cfg.data.on_error)
-    out = []
-    for ex in examples:
-        if not ex.is_chat:
-            raise UserError(f"{ex.source}:{ex.line}: PPO needs chat prompts, not plain text")
-        out.append(_prompt_of(ex.messages, ex.source, ex.line))
-    return out, bad
-
-
-def read_prompts(cfg: PPOConfig) -> tuple[list[tuple[Message, ...]], list[dict[str, Any]]]:
-    """Every prompt of ``data.train``, and the rows rejected (written to rejects.jsonl)."""
-    paths = [
-        p
-        for spec in cfg.data.train
-        for p in ([spec.path] if isinstance(spec.path, str) else spec.path)
-    ]
-    prompts: list[tuple[Message, ...]] = []
+def setup(cfg: PPOConfig, skip_preflight: bool = False) -> Setup:
+    run = Run.start(cfg)
     rejects: list[dict[str, Any]] = []
-    for path in paths:
-        found, bad = _file_prompts(path, cfg)
-        prompts.extend(found)
-        rejects.extend(bad)
-    if not prompts:
-        raise UserError(f"{', '.join(paths)}: no prompts")
-    return prompts, rejects
-
-
-PROBE = "Hello, world! 123 <|im_end|> the quick brown fox"
-
-
-def check_tokenizers(policy_tok: Any, rm: RewardModel, policy_name: str, rm_path: str) -> None:
-    """A causal-LM reward model scores the policy's token ids: both must tokenize alike."""
-    if rm.kind != "decoder":
-        return  # an encoder reward model reads the decoded text with its own tokenizer
-    a, b = policy_tok.get_vocab(), rm.tokenizer.get_vocab()
-    probe_a, probe_b = policy_tok(PROBE)["input_ids"], rm.tokenizer(PROBE)["input_ids"]
-    if a != b or probe_a != probe_b:
-        raise RewardModelError(
-            f"ppo.reward_model {rm_path} uses a different tokenizer from the policy "
-            f"{policy_name} (vocab sizes {len(b)} vs {len(a)}; {PROBE!r} encodes to "
-            f"{probe_b[:8]}... vs {probe_a[:8]}...): train the reward model on the policy's "
-            "base model"
+    with run.preparing():
+        check_world(cfg, run.dist.world)
+        rm = load_reward_model(cfg.ppo.reward_model, device=str(run.device))  # not one: an error
+        if run.dist.is_main:  # a GGUF is converted once, by rank 0, before the others read it
+            resolve_model(cfg.model.name_or_path)
+        barrier(run.dist)
+        model_path = resolve_model(cfg.model.name_or_path)
+        tokenizer = load_tokenizer(model_path)
+        if (same := check_reward_model(cfg.ppo.reward_model, tokenizer)).failed:
+            raise RewardModelError(f"ppo.reward_model: {same.detail}")  # it scores our token ids
+        d = cfg.data
+        prompts = read_prompts(
+            d.train,
+            tokenizer,
+            d.template,
+            d.system_prompt,
+            (),
+            d.max_prompt_length,
+            split=d.split,
+            on_error=d.on_error,
+            rejects=rejects,
         )
+        model = _policy(cfg, model_path, run.device)
+        if not skip_preflight:  # `tunesmith doctor` explains; --skip-preflight overrides
+            preflight(cfg, prompts, tokenizer, model)
+    head = torch.nn.Linear(model.config.hidden_size, 1).to(run.device)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    if run.dist.is_main:
+        write_jsonl(run.run_dir / "rejects.jsonl", rejects)
+    trainable, total = parameter_counts(model)
+    run.announce(
+        list(cfg.data.train),
+        {
+            "base_model": str(model_path),
+            "prompts": len(prompts),
+            "rejects": len(rejects),
+            "trainable_params": trainable,
+        },
+        f"ppo: {len(prompts)} prompts ({len(rejects)} rows rejected, see rejects.jsonl), "
+        f"trainable params {trainable:,} / {total:,} (+ value head), reward model "
+        f"{cfg.ppo.reward_model}, processes {run.dist.world}",
+    )
+    policy = PolicyValue(model, head, run.precision, cfg.ppo.temperature)
+    step_module = wrap_for_training(policy, model, run.dist, run.device, cfg.train.parallel)
+    iterations = cfg.train.max_steps or max(
+        1, math.ceil(cfg.train.epochs * len(prompts) / cfg.ppo.prompts_per_iteration)
+    )
+    return Setup(cfg, run, model, head, policy, step_module, tokenizer, rm, prompts, iterations)
 
 
-def setup(cfg: PPOConfig) -> Setup:
-    device = pick_device(cfg.train.device)
-    rm = load_reward_model(cfg.ppo.reward_model, device=str(device))  # not one: a clear error
-    model_path = resolve_model(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(model_path)
-    check_tokenizers(tokenizer, rm, cfg.model.name_or_path, cfg.ppo.reward_model)
-    prompts, rejects = read_prompts(cfg)
-    prompt_ids = [
-        encode_prompt(p, tokenizer, cfg.data.template)[-cfg.data.max_length :] for p in prompts
-    ]
-    torch.manual_seed(cfg.train.seed)
+def preflight(cfg: PPOConfig, prompts: list[PromptRecord], tokenizer: Any, model: Any) -> None:
+    """Refuse to start on a failed prompt check (:mod:`tunesmith.checks.prompts`)."""
+    context = model_context_length(model.config)
+    if failed := failures(preflight_prompts(prompts, tokenizer, cfg, context_length=context)):
+        raise PreflightError(failed)
+
+
+def _policy(cfg: PPOConfig, model_path: Path, device: torch.device) -> Any:
+    """The base model with LoRA, in eval mode (dropout off: rollout and update see one policy)."""
+    torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
     model = load_causal_lm(
         model_path,
         dtype=load_dtype(cfg.model.dtype, device),
@@ -190,91 +237,39 @@ def setup(cfg: PPOConfig) -> Setup:
         attn_implementation=cfg.model.attn_implementation,
     )
     model = attach_lora(model, cfg.lora, cfg.adapter.type)
-    model.eval()  # dropout off: rollout and update see the same policy
-    head = torch.nn.Linear(model.config.hidden_size, 1).to(device)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    run_dir = new_run_dir(cfg)
-    write_jsonl(run_dir / "rejects.jsonl", rejects)
-    trainable, total = parameter_counts(model)
-    write_run_files(
-        run_dir,
-        cfg,
-        data_files(cfg.data),
-        {
-            "base_model": str(model_path),
-            "prompts": len(prompts),
-            "rejects": len(rejects),
-            "trainable_params": trainable,
-        },
-    )
-    print(
-        f"[tunesmith] run dir {run_dir}\n[tunesmith] ppo: {len(prompts)} prompts "
-        f"({len(rejects)} rows rejected, see rejects.jsonl), trainable "
-        f"params {trainable:,} / {total:,} (+ value head), reward model {cfg.ppo.reward_model}",
-        flush=True,
-    )
-    precision = resolve_precision(cfg.train.precision, device)
-    return Setup(cfg, run_dir, device, precision, model, head, tokenizer, rm, prompts, prompt_ids)
+    model.eval()
+    return model
 
 
 # ----------------------------------------------------------------------------- rollout
 
 
-def policy_forward(
-    s: Setup, ids: torch.Tensor, mask: torch.Tensor, width: int, values: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(logprobs [B, L] of the response tokens, logits [B, L, V], values [B, L] or None).
-
-    Position P - 1 + t predicts response token t; positions come from the mask (left padding)."""
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with autocast(s.precision, s.device):
-        out = s.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=values
-        )
-    logits = out.logits[:, width - 1 : -1].float() / s.cfg.ppo.temperature
-    targets = ids[:, width:]
-    logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    v = None
-    if values:
-        hidden = out.hidden_states[-1][:, width - 1 : -1].float()
-        v = s.value_head(hidden).squeeze(-1)
-    return logp, logits, v
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
-def build_batch(
-    prompt_ids: list[list[int]], responses: list[list[int]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """ids, attention mask [B, P + L], response mask [B, L] and P."""
-    left = left_pad(prompt_ids, pad_id)
-    width = left["input_ids"].size(1)
-    length = max(len(r) for r in responses)
-    resp = torch.full((len(responses), length), pad_id, dtype=torch.long)
-    resp_mask = torch.zeros((len(responses), length), dtype=torch.long)
-    for i, r in enumerate(responses):
-        resp[i, : len(r)] = torch.tensor(r)
-        resp_mask[i, : len(r)] = 1
-    ids = torch.cat([left["input_ids"], resp], 1)
-    mask = torch.cat([left["attention_mask"], resp_mask], 1)
-    return ids, mask, resp_mask, width
-
-
-def score_completions(s: Setup, prompts: list[int], completions: list[Any]) -> torch.Tensor:
+def score_completions(
+    s: Setup, prompts: list[PromptRecord], completions: list[Completion]
+) -> torch.Tensor:
     """[B] reward-model scores: token ids as sampled (causal-LM reward model) or the text."""
     rm = s.rm
     if rm.kind == "decoder":
         items = []
-        for i, c in zip(prompts, completions, strict=True):
-            ids = encode_prompt(s.prompts[i], rm.tokenizer, rm.template) + c.token_ids
+        for p, c in zip(prompts, completions, strict=True):
+            ids = encode_prompt(p.messages, rm.tokenizer, rm.template) + c.token_ids
             items.append({"input_ids": ids[-rm.max_length :]})
         scores = rm.score_encoded(items, s.cfg.ppo.reward_batch_size)
     else:
-        scores = rm.score([s.prompts[i] for i in prompts], [c.text for c in completions])
+        scores = rm.score([p.messages for p in prompts], [c.text for c in completions])
     return torch.tensor(scores, dtype=torch.float32)
 
 
 @torch.no_grad()
-def rollout(s: Setup, indices: list[int], kl_coef: float) -> Rollout:
+def rollout_share(
+    s: Setup, prompts: list[PromptRecord], seeds: list[int], kl_coef: float
+) -> dict[str, Any]:
+    """This rank's completions of ``prompts``, scored, with per-token log-probs, values, GAE
+    advantages and returns (one list entry per completion, each trimmed to its length)."""
     cfg = s.cfg.ppo
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens,
@@ -282,80 +277,133 @@ def rollout(s: Setup, indices: list[int], kl_coef: float) -> Rollout:
         top_p=cfg.top_p,
         top_k=cfg.top_k,
     )
-    prompt_ids = [s.prompt_ids[i] for i in indices]
-    comps = sample(s.model, s.tokenizer, prompt_ids, params, 1, cfg.generation_batch_size)
-    ids, mask, resp_mask, width = build_batch(
+    prompt_ids = [p.prompt_ids for p in prompts]
+    comps = sample(s.model, s.tokenizer, prompt_ids, params, 1, cfg.generation_batch_size, seeds)
+    batch = collate_prompt_response(
         prompt_ids, [c.token_ids for c in comps], s.tokenizer.pad_token_id
     )
-    ids, mask = ids.to(s.device), mask.to(s.device)
-    logp, logits, values = policy_forward(s, ids, mask, width)
+    on_device = to_device(batch, s.run.device)
+    logp, logits, values = s.policy(on_device)
     with s.model.disable_adapter():
-        ref_logp, _, _ = policy_forward(s, ids, mask, width, values=False)
-    m = resp_mask.float()
-    logp, ref_logp, values = logp.cpu(), ref_logp.cpu(), values.cpu()
-    scores = score_completions(s, indices, comps)
+        ref_logp, _, _ = s.policy(on_device, values=False)
+    assert values is not None
+    m = batch["response_mask"].float()
+    logp, ref_logp, values = logp.cpu(), ref_logp.cpu(), values.cpu() * m
+    scores = score_completions(s, prompts, comps)
     rewards, kl = kl_penalty_rewards(scores, logp, ref_logp, m, kl_coef)
     adv, returns = gae(rewards, values, m, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-        adv = whiten(adv, m)
+    lengths = [len(c.token_ids) for c in comps]
+
+    def rows(t: torch.Tensor) -> list[torch.Tensor]:
+        return [t[i, :n] for i, n in enumerate(lengths)]
+
+    return {
+        "prompts": prompt_ids,
+        "responses": [c.token_ids for c in comps],
+        "logprobs": rows(logp),
+        "values": rows(values),
+        "advantages": rows(adv),
+        "returns": rows(returns),
+        "scores": scores.tolist(),
+        "kl": kl.sum(-1).tolist(),
+        "entropy": (entropy_from_logits(logits).cpu() * m).sum(-1).tolist(),
+        "stopped": [c.finish_reason == "stop" for c in comps],
+    }
+
+
+def gather_rollout(s: Setup, share: dict[str, Any]) -> Rollout:
+    """Every rank's share, in rank order: the whole iteration, the same on every rank; its
+    advantages whitened over all of it, and its metrics."""
+    parts = gather_objects(share, s.run.dist)
+    whole = {k: [x for part in parts for x in part[k]] for k in share}
+
+    def pad(rows: list[torch.Tensor]) -> torch.Tensor:  # [N, L], right-padded with 0
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+    mask = pad([torch.ones(len(r)) for r in whole["responses"]])
+    values, advantages, returns = (
+        pad(whole["values"]),
+        pad(whole["advantages"]),
+        pad(whole["returns"]),
+    )
+    if s.cfg.ppo.whiten_advantages:
+        advantages = whiten(advantages, mask)  # global mean and variance
+    scores = torch.tensor(whole["scores"])
     stats = {
         "reward_mean": float(scores.mean()),
         "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
-        "kl": float(kl.sum(-1).mean()),
-        "entropy": float(masked_mean(entropy_from_logits(logits).cpu(), m)),
-        "response_length": float(m.sum(-1).mean()),
-        "stopped_fraction": sum(c.finish_reason == "stop" for c in comps) / len(comps),
-        "explained_variance": explained_variance(values, returns, m),
+        "kl": sum(whole["kl"]) / len(scores),
+        "entropy": sum(whole["entropy"]) / float(mask.sum()),
+        "response_length": float(mask.sum(-1).mean()),
+        "stopped_fraction": sum(whole["stopped"]) / len(scores),
+        "explained_variance": explained_variance(values, returns, mask),
+        "samples_sha256": hashlib.sha256(json.dumps(whole["responses"]).encode()).hexdigest(),
     }
-    return Rollout(ids.cpu(), mask.cpu(), width, m, logp, values * m, adv, returns, stats)
+    logprobs = pad(whole["logprobs"])
+    return Rollout(
+        whole["prompts"], whole["responses"], mask, logprobs, values, advantages, returns, stats
+    )
 
 
 # ----------------------------------------------------------------------------- update
 
 
-def minibatch_loss(s: Setup, r: Rollout, mb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    cfg = s.cfg.ppo
-    ids, mask = r.ids[mb].to(s.device), r.mask[mb].to(s.device)
-    logp, _, values = policy_forward(s, ids, mask, r.width)
-    dev = s.device
-    m = r.resp_mask[mb].to(dev)
-    pg, pg_clip = clipped_policy_loss(
-        logp, r.logprobs[mb].to(dev), r.advantages[mb].to(dev), m, cfg.clip_range
+def minibatch_loss(
+    s: Setup, r: Rollout, rows: list[int], minibatch_tokens: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """This rank's share ``rows`` of one minibatch: its loss, scaled to sum(tokens here) /
+    minibatch_tokens x world so that DDP's average over ranks is the minibatch's token mean of
+    clipped policy loss + vf_coef x clipped value loss; stats are this rank's part of the mean."""
+    cfg, dev = s.cfg.ppo, s.run.device
+    batch = collate_prompt_response(
+        [r.prompts[i] for i in rows], [r.responses[i] for i in rows], s.tokenizer.pad_token_id
     )
+    logp, _, values = s.step_module(to_device(batch, dev))
     assert values is not None
-    vf, vf_clip = clipped_value_loss(
-        values, r.values[mb].to(dev), r.returns[mb].to(dev), m, cfg.value_clip_range
-    )
+    idx, length = torch.tensor(rows), logp.size(1)
+
+    def old(t: torch.Tensor) -> torch.Tensor:
+        return t[idx, :length].to(dev)
+
+    m = old(r.mask)
+    pg, pg_clip = clipped_policy_loss(logp, old(r.logprobs), old(r.advantages), m, cfg.clip_range)
+    vf, vf_clip = clipped_value_loss(values, old(r.values), old(r.returns), m, cfg.value_clip_range)
+    share = float(m.sum()) / minibatch_tokens
     stats = {
-        "policy_loss": float(pg.detach()),
-        "value_loss": float(vf.detach()),
-        "clip_fraction": float(pg_clip),
-        "value_clip_fraction": float(vf_clip),
+        "policy_loss": float(pg.detach()) * share,
+        "value_loss": float(vf.detach()) * share,
+        "clip_fraction": float(pg_clip) * share,
+        "value_clip_fraction": float(vf_clip) * share,
     }
-    return pg + cfg.vf_coef * vf, stats
+    return (pg + cfg.vf_coef * vf) * (share * s.run.dist.world), stats
 
 
 def ppo_update(
-    s: Setup, r: Rollout, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator
+    s: Setup, r: Rollout, opt: torch.optim.Optimizer, sched: Any, iteration: int
 ) -> dict[str, float]:
-    """``ppo.epochs`` passes of shuffled minibatches; returns the mean of their stats."""
-    cfg = s.cfg.ppo
+    """``ppo.epochs`` passes of shuffled minibatches; returns the mean of their stats, summed
+    over ranks (the global values)."""
+    cfg, info = s.cfg.ppo, s.run.dist
     params = [p for g in opt.param_groups for p in g["params"]]
+    gen = torch.Generator().manual_seed(derive_seed(s.cfg.train.seed, iteration, MINIBATCH_STREAM))
     sums: dict[str, float] = {}
     n = 0
     for _ in range(cfg.epochs):
-        order = torch.randperm(r.ids.size(0), generator=gen)
+        order = torch.randperm(len(r.responses), generator=gen).tolist()
         for start in range(0, len(order), cfg.minibatch_size):
-            loss, stats = minibatch_loss(s, r, order[start : start + cfg.minibatch_size])
+            minibatch = order[start : start + cfg.minibatch_size]
+            loss, stats = minibatch_loss(
+                s, r, shard(minibatch, info), float(r.mask[minibatch].sum())
+            )
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, s.cfg.optim.max_grad_norm or math.inf)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            stats.update(s.run.optimizer_step(params, opt, sched))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
-    return {k: v / n for k, v in sums.items()}
+    out = {k: v / n for k, v in sums.items()}
+    for k in ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction"):
+        out[k] = all_reduce_sum(out[k], info, s.run.device)
+    return out
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -363,76 +411,81 @@ def ppo_update(
 
 def save_final(s: Setup) -> Path:
     """The policy adapter (loads with peft), tokenizer + template, and the value head."""
-    from safetensors.torch import save_file
+    s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
 
-    final = s.run_dir / "final"
-    tmp = ckpt.atomic_dir(final)
-    try:
-        s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
-        ckpt.export_model(s.model, tmp, s.tokenizer)
-        head = {k: v.detach().cpu().contiguous() for k, v in s.value_head.state_dict().items()}
-        save_file(head, str(tmp / "value_head.safetensors"))
-        (tmp / "tunesmith_config.yaml").write_text((s.run_dir / "config.yaml").read_text())
-        ckpt.commit_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    def value_head(tmp: Path) -> None:
+        weights = {k: v.detach().cpu().contiguous() for k, v in s.head.state_dict().items()}
+        save_file(weights, str(tmp / "value_head.safetensors"))
+
+    return s.run.export_model(s.run.run_dir / "final", s.model, s.tokenizer, extra=value_head)
 
 
-def _iterations(cfg: PPOConfig, n_prompts: int) -> int:
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    return max(1, math.ceil(cfg.train.epochs * n_prompts / cfg.ppo.prompts_per_iteration))
-
-
-def _updates_per_iteration(cfg: PPOConfig) -> int:
+def updates_per_iteration(cfg: PPOConfig) -> int:
     return cfg.ppo.epochs * math.ceil(cfg.ppo.prompts_per_iteration / cfg.ppo.minibatch_size)
 
 
-def prompt_batches(n: int, per_iter: int, seed: int) -> Any:
-    """An endless stream of prompt-index batches, each epoch in its own fixed-seed order."""
-    from tunesmith.data.dataset import step_batches
-
-    for step in step_batches(n, seed, per_iter, 1):
-        yield step[0]
+def next_kl_coef(cfg: PPOConfig, kl_coef: float, r: Rollout) -> float:
+    """The adaptive controller's beta for the next iteration (fixed without ``ppo.kl_target``)."""
+    if cfg.ppo.kl_target is None:
+        return kl_coef
+    n = len(r.responses)
+    return adaptive_kl_update(kl_coef, r.stats["kl"], cfg.ppo.kl_target, cfg.ppo.kl_horizon, n)
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
 def run(cfg: PPOConfig, skip_preflight: bool = False) -> PPOResult:
-    s = setup(cfg)
-    iterations = _iterations(cfg, len(s.prompts))
-    trainable = torch.nn.ModuleDict({"policy": s.model, "value_head": s.value_head})
+    s = setup(cfg, skip_preflight)
+    run, info = s.run, s.run.dist
+    trainable = torch.nn.ModuleDict({"policy": s.model, "value_head": s.head})
     opt = build_optimizer(trainable, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, iterations * _updates_per_iteration(cfg))
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    batches = prompt_batches(len(s.prompts), cfg.ppo.prompts_per_iteration, cfg.train.seed)
-    kl_coef = cfg.ppo.kl_coef
-    log = open_metrics_log(s.run_dir, cfg, True)
-    bar = tqdm(total=iterations, desc="ppo", unit="iter", dynamic_ncols=True)
-    first: dict[str, float] | None = None
-    m: dict[str, float] = {}
-    for step in range(1, iterations + 1):
+    sched = build_scheduler(opt, cfg.optim, s.iterations * updates_per_iteration(cfg))
+    if cfg.train.resume:
+        run.restore(s.model, opt, sched, modules={"value_head": s.head})
+    state = run.state
+    state.method.setdefault("kl_coef", cfg.ppo.kl_coef)
+    # The data position is the iteration number: iteration s takes prompts [s*P, (s+1)*P) of
+    # the endless stream of fixed-seed epoch orders (P = ppo.prompts_per_iteration).
+    per_iteration = cfg.ppo.prompts_per_iteration
+    batches = step_batches(len(s.prompts), cfg.train.seed, per_iteration, 1, state.step)
+    run.open_log()
+    bar = tqdm(
+        total=s.iterations,
+        initial=state.step,
+        desc="ppo",
+        unit="iter",
+        dynamic_ncols=True,
+        disable=not info.is_main,
+    )
+    first: dict[str, Any] | None = None
+    m: dict[str, Any] = {}
+    while state.step < s.iterations:
         t0 = time.perf_counter()
-        r = rollout(s, next(batches), kl_coef)
-        m = {**r.stats, **ppo_update(s, r, opt, sched, gen), "kl_coef": kl_coef}
-        if cfg.ppo.kl_target is not None:
-            kl_coef = adaptive_kl_update(
-                kl_coef, r.stats["kl"], cfg.ppo.kl_target, cfg.ppo.kl_horizon, r.ids.size(0)
-            )
-        m["lr"], m["step_seconds"] = sched.get_last_lr()[0], time.perf_counter() - t0
+        iteration, kl_coef = state.step + 1, state.method["kl_coef"]
+        mine = shard(list(enumerate(next(batches)[0])), info)  # (k, prompt index): this rank's
+        seeds = [derive_seed(cfg.train.seed, iteration, k) for k, _ in mine]
+        share = rollout_share(s, [s.prompts[i] for _, i in mine], seeds, kl_coef)
+        r = gather_rollout(s, share)
+        m = {**r.stats, **ppo_update(s, r, opt, sched, iteration), "kl_coef": kl_coef}
+        state.method["kl_coef"] = next_kl_coef(cfg, kl_coef, r)
+        state.step, state.tokens = iteration, state.tokens + int(r.mask.sum())
+        m["step_seconds"] = time.perf_counter() - t0
         first = first or m
-        log.write({"step": step, "split": "train", **m})
+        if due(state.step, cfg.train.log_every, s.iterations):
+            run.write({"step": state.step, "split": "train", **m})
         bar.set_postfix(reward=f"{m['reward_mean']:.3f}", kl=f"{m['kl']:.3f}")
         bar.update(1)
+        if due(state.step, cfg.train.save_every, s.iterations):
+            run.checkpoint(s.model, opt, sched, modules={"value_head": s.head})
+        run.crash_point()
     bar.close()
     final = save_final(s)
-    log.close()
+    run.finish()
     return PPOResult(
-        run_dir=s.run_dir,
+        run_dir=run.run_dir,
         final_dir=final,
-        steps=iterations,
+        steps=state.step,
         reward_first=first["reward_mean"] if first else None,
         reward_last=m.get("reward_mean"),
         kl_last=m.get("kl"),
