@@ -24,12 +24,13 @@ from tunesmith.checks.preflight import (
     check_truncation,
     saved_tokenizer,
 )
-from tunesmith.checks.render import HtmlReport, render_html, render_terminal, rendered
+from tunesmith.checks.render import render_terminal, rendered
 from tunesmith.config import DataSection
 from tunesmith.data.dataset import PreparedData, Split, collate
 from tunesmith.data.packing import collate_packed
 from tunesmith.data.records import Example, Message
 from tunesmith.data.templates import IGNORE_INDEX, TEMPLATES, Encoded, encode_example
+from tunesmith.report.doctor_page import HtmlReport, render_html
 
 
 def _chat(i: int, turns: int = 1) -> Example:

@@ -20,20 +20,14 @@ import jinja2
 from tunesmith.checks.checks import Check, check_padding_side, sample_batch
 from tunesmith.checks.lengths import LengthStats, check_lengths, full_lengths, length_stats
 from tunesmith.checks.preflight import cheap_checks
-from tunesmith.checks.render import (
-    HtmlReport,
-    RenderedExample,
-    check_line,
-    render_html,
-    render_terminal,
-    rendered,
-)
+from tunesmith.checks.render import RenderedExample, check_line, render_terminal, rendered
 from tunesmith.config import BaseRunConfig, SFTConfig
 from tunesmith.data.dataset import PreparedData, make_rows, prepare_data
 from tunesmith.data.records import DataError
 from tunesmith.data.templates import ChatTemplateError
 from tunesmith.engine.precision import resolve_precision
 from tunesmith.models.load import load_tokenizer, pick_device, resolve_model
+from tunesmith.report.doctor_page import HtmlReport, render_html
 
 MEMORY_NOTE = "memory estimate: not available (planner not implemented)"
 

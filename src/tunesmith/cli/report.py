@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tunesmith.report.render import write_report
+    from tunesmith.report.run_page import write_report
 
     path = write_report(args.runs, args.out)
     print(f"wrote {path}")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tunesmith.report.render import write_report
+from tunesmith.report.run_page import write_report
 
 __all__ = ["write_report"]
