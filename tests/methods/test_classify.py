@@ -13,19 +13,25 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, BertConfig
 
+from tunesmith.cli import main
 from tunesmith.config import load_config
-from tunesmith.data.labelled import LabelError, collate, encode, read_labelled
+from tunesmith.config.classify import ClassifyDataSection
+from tunesmith.data.labelled import (
+    LabelError,
+    collate,
+    encode,
+    prepare_classify_data,
+    read_labelled,
+)
 from tunesmith.data.records import DataError
-from tunesmith.methods.classify import load_classifier, predict, run
+from tunesmith.methods.classify import ClassifierStep, load_classifier, predict, run
 from tunesmith.models.encoders import encoder_dir
 
 WORDS = {"billing": "refund invoice charge", "shipping": "parcel courier late"}
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_tiny_bert(out: Path, dropout: float = 0.1) -> Path:
     """A 2-layer random BERT with MiniLM's (offline, packaged) WordPiece tokenizer."""
-    out = tmp_path_factory.mktemp("bert") / "tiny-bert"
     cfg = BertConfig(
         vocab_size=30522,
         hidden_size=32,
@@ -33,6 +39,8 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(0)
     AutoModel.from_config(cfg).save_pretrained(out)
@@ -40,6 +48,11 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / name, out / name)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "tiny-bert")
 
 
 def write_rows(path: Path, n: int, labels: tuple[str, ...] = ("billing", "shipping")) -> Path:
@@ -54,7 +67,8 @@ def write_rows(path: Path, n: int, labels: tuple[str, ...] = ("billing", "shippi
     return path
 
 
-def config(tmp_path: Path, model: Path, mode: str, **extra: Any) -> Any:
+def config_file(tmp_path: Path, model: Path, mode: str, **extra: Any) -> Path:
+    """A classify config on 24 train / 8 validation rows; ``extra`` merges into its sections."""
     train = write_rows(tmp_path / "train.jsonl", 24)
     test = write_rows(tmp_path / "test.jsonl", 8)
     cfg = {
@@ -77,7 +91,11 @@ def config(tmp_path: Path, model: Path, mode: str, **extra: Any) -> Any:
         cfg[key] = {**cfg.get(key, {}), **value}
     path = tmp_path / f"{mode}.yaml"
     path.write_text(json.dumps(cfg))
-    return load_config(path)
+    return path
+
+
+def config(tmp_path: Path, model: Path, mode: str, **extra: Any) -> Any:
+    return load_config(config_file(tmp_path, model, mode, **extra))
 
 
 def changed(base_dir: Path, final_dir: Path) -> set[str]:
@@ -106,7 +124,10 @@ def test_head_mode_trains_only_the_head(tmp_path: Path, tiny_bert: Path) -> None
     model, tok = load_classifier(result.run_dir, device="cpu")
     items = read_labelled(tmp_path / "test.jsonl", "body", "topic")
     enc = encode(tok, items, {"billing": 0, "shipping": 1}, 32)
-    acc = sum(p == y for p, (_, y) in zip(predict(model, enc, 0, 8, "fp32"), enc, strict=True))
+    acc = sum(
+        p == y
+        for p, (_, y) in zip(predict(ClassifierStep(model), enc, 0, 8, "fp32"), enc, strict=True)
+    )
     assert acc / 8 == report["held_out"]["accuracy"]
 
 
@@ -133,7 +154,7 @@ def test_lora_mode_saves_adapter_and_head_and_reloads(tmp_path: Path, tiny_bert:
     model, tok = load_classifier(result.final_dir, device="cpu")
     items = read_labelled(tmp_path / "test.jsonl", "body", "topic")
     enc = encode(tok, items, {"billing": 0, "shipping": 1}, 32)
-    preds = predict(model, enc, 0, 8, "fp32")
+    preds = predict(ClassifierStep(model), enc, 0, 8, "fp32")
     report = json.loads((result.run_dir / "eval.json").read_text())
     acc = sum(p == y for p, (_, y) in zip(preds, enc, strict=True)) / 8
     assert acc == report["held_out"]["accuracy"]
@@ -199,3 +220,63 @@ def test_missing_label_field_names_file_line_and_field(tmp_path: Path) -> None:
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
     with pytest.raises(DataError, match=r"d.jsonl:2: field 'label': missing"):
         read_labelled(path, "text", "label")
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [("data", "packing"), ("data", "template"), ("train", "compile")]
+)
+def test_validate_refuses_a_field_classify_does_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, key: str
+) -> None:
+    path = config_file(tmp_path, tmp_path / "unused-model", "head", **{section: {key: False}})
+    assert main(["validate", str(path)]) == 2
+    assert f"unknown key '{section}.{key}' for method classify" in capsys.readouterr().err
+
+
+def test_held_out_split_of_train_follows_the_one_rule_and_its_cap(tmp_path: Path) -> None:
+    train = write_rows(tmp_path / "train.jsonl", 24)
+    data = ClassifyDataSection(train=[str(train)], val_fraction=0.25, seed=3)
+    whole = prepare_classify_data(data, "body", "topic")
+    assert (len(whole.train), len(whole.held_out)) == (18, 6)
+    assert not {x.line for x in whole.train} & {x.line for x in whole.held_out}
+    capped = prepare_classify_data(data.model_copy(update={"max_val_examples": 4}), "body", "topic")
+    assert len(capped.held_out) == 4 and set(capped.held_out) <= set(whole.held_out)
+    assert capped.train == whole.train  # the cap drops held-out rows, it trains on none of them
+    both = ClassifyDataSection(train=[str(train)], validation=str(train), max_val_examples=5)
+    assert len(prepare_classify_data(both, "body", "topic").held_out) == 5
+
+
+def test_no_held_out_rows_is_said_and_nothing_is_evaluated(
+    tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, tiny_bert, "head", data={"validation": None, "val_fraction": 0.0})
+    result = run(cfg)
+    assert "no held-out labelled examples" in capsys.readouterr().out
+    assert result.eval == {} and not (result.run_dir / "eval.json").exists()
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["split"] for x in lines] == ["train"] * 3
+    assert (result.final_dir / "labels.json").is_file()
+
+
+def test_best_weights_and_early_stopping_follow_held_out_macro_f1(
+    tmp_path: Path, tiny_bert: Path
+) -> None:
+    """An lr too small to change a prediction: the first evaluation stays the best, and two more
+    without a higher macro-F1 stop the run (patience 2) after step 3 of 10."""
+    cfg = config(
+        tmp_path,
+        tiny_bert,
+        "head",
+        train={"max_steps": 10, "eval_every": 1, "early_stopping_patience": 2},
+        optim={"lr": 1e-12},
+    )
+    result = run(cfg)
+    assert result.stopped_early and result.steps == 3
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    f1 = [x["macro_f1"] for x in lines if x["split"] == "val"]
+    assert len(f1) == 3 and result.best_macro_f1 == f1[0]
+    best = result.run_dir / "best"
+    assert json.loads((best / "labels.json").read_text()) == {"labels": ["billing", "shipping"]}
+    assert (best / "tunesmith_config.yaml").is_file()
+    model, _ = load_classifier(best, device="cpu")
+    assert model.config.id2label == {0: "billing", 1: "shipping"}

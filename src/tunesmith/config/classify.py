@@ -1,10 +1,15 @@
-"""Configuration of sequence-classification fine-tuning (``method: classify``)."""
+"""Configuration of sequence-classification fine-tuning (``method: classify``).
+
+The data and train sections are narrower than the shared ones: they hold only the fields
+classify reads, so a field it would ignore (``data.packing``, ``data.template``,
+``train.compile``...) is an error naming the field instead of a silent no-op.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.sections import BaseRunConfig, LoraSection, Section
 
@@ -19,7 +24,7 @@ class ClassifySection(Section):
     top_k_layers: int = Field(2, ge=1, description="mode top_k: layers unfrozen from the top.")
     text_field: str = Field("text", description="Input text field (CSV column / JSON key).")
     label_field: str = Field("label", description="Label field: a string or an integer.")
-    eval_batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(32, ge=1, description="Held-out examples per forward (per rank).")
 
 
 class ClassifyLoraSection(LoraSection):
@@ -30,12 +35,82 @@ class ClassifyLoraSection(LoraSection):
     )
 
 
+class ClassifyDataSection(Section):
+    """Labelled text files and the held-out split (``data/split.py``'s one rule)."""
+
+    train: list[str] = Field(
+        ...,
+        description="Labelled file(s): jsonl, json, csv, parquet or a `datasets` directory saved "
+        "with save_to_disk; rows hold `classify.text_field` and `classify.label_field`.",
+    )
+    validation: str | list[str] | None = Field(
+        None,
+        description="Held-out file(s). When absent, `val_fraction` of train is held out "
+        "with a fixed seed.",
+    )
+    max_length: int = Field(512, ge=8, description="Tokens kept per text (longer ones are cut).")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_examples: int | None = Field(
+        None, ge=1, description="At most this many held-out rows (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split.")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_path_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ClassifyTrainSection(Section):
+    """The shared train fields classify reads (no compile, trainable_top_layers: see
+    ``classify.mode``)."""
+
+    output_dir: str = "runs"
+    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; default from epochs.")
+    epochs: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(4, ge=1, description="Examples per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1)
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
+        "(AVX-512 BF16 / AMX), fp32 otherwise.",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward pass."
+    )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "
+        "shards weights, gradients and optimizer state per encoder/decoder layer.",
+    )
+    seed: int = 42
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="Steps between held-out evaluations (the last step is always evaluated).",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a higher held-out macro-F1 "
+        "(best/ holds the weights of the best one).",
+    )
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    log_every: int = Field(1, ge=1)
+    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+
+
 class ClassifyConfig(BaseRunConfig):
-    """``data.train``/``data.validation`` are CSV/JSONL/... files of text and label;
-    ``data.max_length`` truncates; ``data.val_fraction`` holds out part of train when no
-    validation file is given."""
+    """A classifier on a pretrained backbone; see ``docs/classify.md``."""
 
     method: Literal["classify"] = "classify"
+    data: ClassifyDataSection  # type: ignore[assignment]
+    train: ClassifyTrainSection = ClassifyTrainSection()  # type: ignore[assignment]
     classify: ClassifySection = ClassifySection()
     lora: ClassifyLoraSection = ClassifyLoraSection()
 
@@ -43,6 +118,4 @@ class ClassifyConfig(BaseRunConfig):
     def _check(self) -> ClassifyConfig:
         if self.model.quantization != "none":
             raise ValueError("method classify trains without quantization: set quantization none")
-        if self.data.packing:
-            raise ValueError("method classify does not pack examples: set data.packing false")
         return self

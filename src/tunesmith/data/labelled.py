@@ -1,17 +1,20 @@
-"""Labelled text for classification: reading, the label set, held-out split, encoding."""
+"""Labelled text for classification: reading, the label set, held-out split, encoding, collation.
+
+The held-out split is :mod:`tunesmith.data.split`'s one rule: ``data.validation`` files, else
+``data.val_fraction`` of train by a fixed seed; ``data.max_val_examples`` caps either."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunesmith.config import DataSection
+from tunesmith.config.classify import ClassifyDataSection
 from tunesmith.data.readers import iter_rows
 from tunesmith.data.records import DataError
+from tunesmith.data.split import cap_held_out, hold_out
 from tunesmith.errors import UserError
 
 
@@ -73,14 +76,11 @@ def read_labelled(path: str | Path, text_field: str, label_field: str) -> list[L
     ]
 
 
-def train_files(data: DataSection) -> list[str]:
-    out: list[str] = []
-    for spec in data.train:
-        out += spec.path if isinstance(spec.path, list) else [spec.path]
-    return out
+def train_files(data: ClassifyDataSection) -> list[str]:
+    return list(data.train)
 
 
-def _validation_files(data: DataSection) -> list[str]:
+def validation_files(data: ClassifyDataSection) -> list[str]:
     v = data.validation
     return [] if v is None else (v if isinstance(v, list) else [v])
 
@@ -106,19 +106,18 @@ def check_known(held_out: list[LabelledText], labels: list[str]) -> None:
         )
 
 
-def prepare_classify_data(data: DataSection, text_field: str, label_field: str) -> ClassifyData:
-    """Train and held-out rows, and the label set of the training rows."""
+def prepare_classify_data(
+    data: ClassifyDataSection, text_field: str, label_field: str
+) -> ClassifyData:
+    """Train and held-out rows (:func:`tunesmith.data.split.hold_out`), and the label set of the
+    training rows."""
     train = [x for f in train_files(data) for x in read_labelled(f, text_field, label_field)]
-    held_files = _validation_files(data)
+    held_files = validation_files(data)
     if held_files:
         held = [x for f in held_files for x in read_labelled(f, text_field, label_field)]
+        held = cap_held_out(held, data.max_val_examples, data.seed)
     else:
-        order = list(range(len(train)))
-        random.Random(data.seed).shuffle(order)
-        n_held = round(len(train) * data.val_fraction)
-        held_idx = set(order[:n_held])
-        held = [x for i, x in enumerate(train) if i in held_idx]
-        train = [x for i, x in enumerate(train) if i not in held_idx]
+        train, held = hold_out(train, data.val_fraction, data.seed, data.max_val_examples)
     labels = _sorted_labels({x.label for x in train})
     if len(labels) < 2:
         raise LabelError(f"{train_files(data)}: classification needs >= 2 labels, found {labels}")
@@ -129,6 +128,9 @@ def prepare_classify_data(data: DataSection, text_field: str, label_field: str) 
 def encode(
     tokenizer: Any, items: list[LabelledText], label2id: dict[str, int], max_length: int
 ) -> list[tuple[list[int], int]]:
+    """(token ids cut to ``max_length``, label id) per item."""
+    if not items:  # a tokenizer given no texts fails
+        return []
     ids = tokenizer([x.text for x in items], truncation=True, max_length=max_length)["input_ids"]
     return [(list(i), label2id[x.label]) for i, x in zip(ids, items, strict=True)]
 

@@ -124,9 +124,13 @@ def shutdown(info: DistInfo) -> None:
 
 
 def decoder_layers(model: Any) -> list[torch.nn.Module]:
-    """The transformer blocks of a causal LM (peft-wrapped or not): FSDP's sharding units."""
+    """The transformer blocks of a causal LM or a BERT-style encoder (peft-wrapped or not, with
+    or without a task head): FSDP's sharding units."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layers = getattr(base.get_decoder(), "layers", None)
+    inner = base.get_decoder()  # an encoder model returns its backbone (BertModel)
+    layers = getattr(inner, "layers", None)
+    if layers is None:  # BERT and its kin keep their blocks in encoder.layer
+        layers = getattr(getattr(inner, "encoder", None), "layer", None)
     if layers is None:
         raise ValueError(f"{type(base).__name__}: no decoder layers found to shard with FSDP")
     return list(layers)

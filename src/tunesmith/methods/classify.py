@@ -1,27 +1,34 @@
 """Sequence classification: a pretrained encoder or decoder with a classification head.
 
 The algorithm, top to bottom:
-  1. data: text,label rows (fields configurable); the label set is the training labels, saved
-     with the model (id2label / label2id); a held-out label never seen in training stops the
-     run before any model loads, naming the valid labels;
+  1. data: text,label rows (fields configurable), held out by :mod:`tunesmith.data.split`; the
+     label set is the training labels, saved with the model (id2label / label2id); a held-out
+     label never seen in training stops the run before any model loads, naming the valid labels;
   2. model: ``AutoModelForSequenceClassification`` on the backbone (an encoder such as
      all-MiniLM-L6-v2, pooled at [CLS]; or a decoder, pooled by transformers at the rightmost
      token that is not ``pad_token_id``, so a decoder gets ``pad_token_id`` and texts must not
      contain that token);
   3. what trains (``classify.mode``): head only, head + top-k layers, everything, or LoRA with
      the head trained in full;
-  4. loop: for each optimizer step ``grad_accum`` micro-batches of mean cross-entropy (each
-     scaled by 1/grad_accum), clip, AdamW, schedule step;
-  5. evaluate on the held-out split: accuracy, macro precision/recall/F1, confusion matrix and
-     the majority-class baseline -> ``metrics.jsonl`` and ``eval.json``;
-  6. save ``final/``: loads with ``AutoModelForSequenceClassification`` (LoRA: with peft, see
-     :func:`load_classifier`).
+  4. loop: each optimizer step takes ``micro_batch_size x world x grad_accum`` examples (each
+     process its share of every micro-batch) and descends the mean cross-entropy over all of
+     them, ``L = (1/N) sum_i CE(z_i, y_i)``; clip, AdamW, schedule step;
+  5. every ``eval_every`` steps (and after the last): accuracy, macro precision/recall/F1,
+     confusion matrix and the majority-class baseline on the held-out split. The metric that
+     keeps ``best/`` and drives early stopping is the held-out **macro-F1**, higher is better:
+     unlike accuracy it does not reward predicting the majority class, and unlike the loss it is
+     what a classifier is judged by;
+  6. every ``save_every`` steps an atomic checkpoint (``train.resume`` continues it exactly);
+     ``final/`` (atomic) loads with ``AutoModelForSequenceClassification`` (LoRA: with peft,
+     see :func:`load_classifier`), with the tokenizer and ``labels.json``.
+
+The lifecycle (start, resume checks, checkpoints, best/, final/, torchrun DDP/FSDP2) is
+:class:`tunesmith.engine.run.Run`'s.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -42,13 +49,21 @@ from tunesmith.data.labelled import (
     encode,
     prepare_classify_data,
     train_files,
+    validation_files,
 )
-from tunesmith.engine.metrics_log import MetricsLog
+from tunesmith.data.split import held_out_note
+from tunesmith.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    gather_objects,
+    grad_sync,
+    shard,
+    wrap_for_training,
+)
 from tunesmith.engine.optim import build_optimizer, build_scheduler
-from tunesmith.engine.precision import autocast, resolve_precision
-from tunesmith.engine.rundir import new_run_dir, write_run_files
-from tunesmith.engine.tracking import open_metrics_log
-from tunesmith.engine.trainable import total_steps
+from tunesmith.engine.precision import autocast
+from tunesmith.engine.run import Run
+from tunesmith.engine.trainable import due, total_steps
 from tunesmith.eval.classification import classification_report, majority_baseline
 from tunesmith.losses.classification import classification_loss
 from tunesmith.models.adapters import check_rank, linear_modules, lora_targets, match_targets
@@ -58,6 +73,7 @@ from tunesmith.models.load import load_dtype, load_tokenizer, pick_device
 __all__ = ["ClassifyConfig", "ClassifyResult", "load_classifier", "run"]
 
 LAYER_RE = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
+Encoded = list[tuple[list[int], int]]  # (token ids, label id) per example
 
 
 @dataclass
@@ -67,6 +83,8 @@ class ClassifyResult:
     steps: int
     last_train_loss: float | None
     eval: dict[str, Any] = field(default_factory=dict)  # headline figures; eval.json: all
+    best_macro_f1: float | None = None  # of the periodic evaluations (best/), if any
+    stopped_early: bool = False
 
 
 # ----------------------------------------------------------------------------- model
@@ -96,9 +114,10 @@ def head_modules(model: Any) -> list[str]:
     ]
 
 
-def load_backbone(cfg: ClassifyConfig, path: Path, labels: list[str], tokenizer: Any) -> Any:
+def load_backbone(
+    cfg: ClassifyConfig, path: Path, labels: list[str], tokenizer: Any, device: torch.device
+) -> Any:
     """The classifier with a fresh head of ``len(labels)`` outputs and the label names."""
-    device = pick_device(cfg.train.device)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(path),
         num_labels=len(labels),
@@ -159,9 +178,17 @@ def attach_classifier_lora(cfg: ClassifyConfig, model: Any) -> Any:
     return get_peft_model(model, config)
 
 
-def build_model(cfg: ClassifyConfig, path: Path, labels: list[str], tokenizer: Any) -> Any:
+def build_model(
+    cfg: ClassifyConfig,
+    path: Path,
+    labels: list[str],
+    tokenizer: Any,
+    device: torch.device | None = None,
+) -> Any:
+    """The classifier with what ``classify.mode`` trains set trainable, in train mode."""
     torch.manual_seed(cfg.train.seed)  # the new head (and LoRA's A) are drawn here
-    model = load_backbone(cfg, path, labels, tokenizer)
+    device = device or pick_device(cfg.train.device)
+    model = load_backbone(cfg, path, labels, tokenizer, device)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.classify.mode == "lora":
@@ -203,59 +230,107 @@ def _saved_base(weights: Path) -> str:
     )
 
 
+class ClassifierStep(torch.nn.Module):
+    """``batch -> logits [B, K]`` as a module, so that DDP / FSDP2 see (and wrap) the forward."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+
+
 # ----------------------------------------------------------------------------- evaluation
+
+
+def _rank_share(items: list[Any], info: DistInfo) -> list[Any]:
+    """This rank's equal share of ``items``, the last item repeated to fill it: every rank runs
+    as many forwards (FSDP gathers weights collectively in each)."""
+    per = -(-len(items) // info.world)
+    padded = items + items[-1:] * (per * info.world - len(items))
+    return padded[info.rank * per : (info.rank + 1) * per]
 
 
 @torch.no_grad()
 def predict(
-    model: Any, encoded: list[tuple[list[int], int]], pad_id: int, batch_size: int, precision: str
+    module: torch.nn.Module,
+    encoded: Encoded,
+    pad_id: int,
+    batch_size: int,
+    precision: str,
+    info: DistInfo | None = None,
 ) -> list[int]:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    """Arg-max label id of each example. ``module``: ``batch -> logits`` (:class:`ClassifierStep`,
+    DDP/FSDP-wrapped or not); under torchrun each rank runs its share of every
+    ``batch_size x world`` examples and every rank gets all predictions, in order."""
+    info = info or DistInfo()
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
     out: list[int] = []
-    for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start : start + batch_size], pad_id)
+    for start in range(0, len(encoded), batch_size * info.world):
+        chunk = encoded[start : start + batch_size * info.world]
+        batch = {k: v.to(device) for k, v in collate(_rank_share(chunk, info), pad_id).items()}
         with autocast(precision, device):
-            logits = model(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-            ).logits
-        out += logits.argmax(-1).tolist()
-    model.train(was_training)
+            mine = module(batch).argmax(-1).tolist()
+        out += [p for preds in gather_objects(mine, info) for p in preds][: len(chunk)]
+    module.train(was_training)
     return out
 
 
-def evaluate(s: Setup, step: int) -> dict[str, Any]:
-    """The held-out report beside the majority-class baseline."""
+def evaluate(s: Setup) -> dict[str, Any]:
+    """The held-out report beside the majority-class baseline (the same on every rank)."""
     y_true = [label for _, label in s.held_out]
-    y_pred = predict(s.model, s.held_out, s.pad_id, s.cfg.classify.eval_batch_size, s.precision)
+    y_pred = predict(
+        s.step_module, s.held_out, s.pad_id, s.cfg.classify.eval_batch_size, s.precision, s.dist
+    )
     report = classification_report(y_true, y_pred, s.data.labels)
     baseline = majority_baseline([label for _, label in s.train], y_true, s.data.labels)
-    return {"step": step, "held_out": report, "majority_baseline": baseline}
+    return {"step": s.run.state.step, "held_out": report, "majority_baseline": baseline}
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- set up
 
 
 @dataclass
 class Setup:
     cfg: ClassifyConfig
-    run_dir: Path
+    run: Run
     data: ClassifyData
     model: Any
     tokenizer: Any
-    train: list[tuple[list[int], int]]
-    held_out: list[tuple[list[int], int]]
-    pad_id: int
-    device: torch.device
-    precision: str
+    train: Encoded
+    held_out: Encoded
     total_steps: int
+    step_module: Any  # ClassifierStep, DDP-replicated or FSDP2-sharded across ranks
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision
+
+    @property
+    def dist(self) -> DistInfo:
+        return self.run.dist
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
 
 
 def _encode_all(
     cfg: ClassifyConfig, data: ClassifyData, tokenizer: Any, model: Any
-) -> tuple[Any, Any]:
+) -> tuple[Encoded, Encoded]:
     ids = data.label2id
     train = encode(tokenizer, data.train, ids, cfg.data.max_length)
     held = encode(tokenizer, data.held_out, ids, cfg.data.max_length)
@@ -268,74 +343,86 @@ def _encode_all(
 
 def setup(cfg: ClassifyConfig) -> Setup:
     c = cfg.classify
-    data = prepare_classify_data(cfg.data, c.text_field, c.label_field)  # errors before loading
-    path = resolve_backbone(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(path)
-    model = build_model(cfg, path, data.labels, tokenizer)
-    train, held = _encode_all(cfg, data, tokenizer, model)
-    run_dir = new_run_dir(cfg)
-    total = total_steps(cfg.train, len(train))
+    data = prepare_classify_data(cfg.data, c.text_field, c.label_field)  # errors before any dir
+    run = Run.start(cfg)
+    with run.preparing():
+        path = resolve_backbone(cfg.model.name_or_path)
+        tokenizer = load_tokenizer(path)
+        model = build_model(cfg, path, data.labels, tokenizer, run.device)
+        train, held = _encode_all(cfg, data, tokenizer, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = sum(p.numel() for p in model.parameters())
-    extra = {
-        "base_model": str(path),
-        "labels": data.labels,
-        "train_examples": len(train),
-        "held_out_examples": len(held),
-        "trainable_params": trainable,
-        "total_params": params,
-    }
-    write_run_files(run_dir, cfg, train_files(cfg.data), extra)
-    print(
-        f"[tunesmith] run dir {run_dir}\n[tunesmith] classify mode {c.mode}: trainable "
-        f"{trainable:,} / {params:,}; labels {data.labels}; train {len(train)}, held-out "
-        f"{len(held)}",
-        flush=True,
+    note = held_out_note(len(held), "labelled examples")
+    if note and run.dist.is_main:
+        print(note, flush=True)
+    run.announce(
+        train_files(cfg.data) + validation_files(cfg.data),
+        {
+            "base_model": str(path),
+            "labels": data.labels,
+            "train_examples": len(train),
+            "held_out_examples": len(held),
+            "trainable_params": trainable,
+            "total_params": params,
+        },
+        f"classify mode {c.mode}: trainable {trainable:,} / {params:,}; labels {data.labels}; "
+        f"train {len(train)}, held-out {len(held)}; processes {run.dist.world}",
     )
-    device = next(model.parameters()).device
-    return Setup(
-        cfg,
-        run_dir,
-        data,
-        model,
-        tokenizer,
-        train,
-        held,
-        tokenizer.pad_token_id,
-        device,
-        resolve_precision(cfg.train.precision, device),
-        total,
+    step_module = wrap_for_training(
+        ClassifierStep(model), model, run.dist, run.device, cfg.train.parallel
     )
+    total = total_steps(cfg.train, len(train), run.dist.world)
+    return Setup(cfg, run, data, model, tokenizer, train, held, total, step_module)
+
+
+# ----------------------------------------------------------------------------- one step
 
 
 def train_step(
-    s: Setup, optimizer: Any, scheduler: Any, micro: list[list[int]]
+    s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, micro: list[dict[str, torch.Tensor]]
 ) -> dict[str, float]:
-    """Mean loss over the step's micro-batches (each micro-batch a mean over its examples)."""
-    total = 0.0
-    for indices in micro:
-        batch = {
-            k: v.to(s.device) for k, v in collate([s.train[i] for i in indices], s.pad_id).items()
-        }
-        with autocast(s.precision, s.device):
-            logits = s.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-        loss = classification_loss(logits, batch["labels"]) / len(micro)
-        loss.backward()
-        total += loss.item()
+    """One optimizer step over ``grad_accum`` micro-batches (this rank's share of each).
+
+    With N the step's examples over every rank, each rank backpropagates
+    ``(world / N) * sum_{its examples} CE(z_i, y_i)``; DDP / FSDP average gradients over the
+    ranks, so the update is the gradient of ``L = (1/N) sum_{all N examples} CE(z_i, y_i)``
+    (logits ``z`` [B, K], labels ``y`` [B]) however the step is split.
+    """
+    info = s.dist
+    n_step = all_reduce_sum(float(sum(len(mb["labels"]) for mb in micro)), info, s.device)
+    scale = info.world / n_step
+    loss_sum, correct = 0.0, 0.0
+    for i, mb in enumerate(micro):
+        mb = {k: v.to(s.device) for k, v in mb.items()}
+        with grad_sync(s.step_module, on=i == len(micro) - 1):
+            with autocast(s.precision, s.device):
+                logits = s.step_module(mb)  # [B, K]
+            summed = classification_loss(logits, mb["labels"]) * len(mb["labels"])
+            (summed * scale).backward()
+        loss_sum += summed.item()
+        correct += float((logits.argmax(-1) == mb["labels"]).sum())
     params = [p for p in s.model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, s.cfg.optim.max_grad_norm or math.inf)
-    lr = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {"loss": total, "grad_norm": float(norm), "lr": lr}
+    tail = s.run.optimizer_step(params, optimizer, scheduler)
+    loss_sum, correct = (all_reduce_sum(v, info, s.device) for v in (loss_sum, correct))
+    return {"loss": loss_sum / n_step, "accuracy": correct / n_step, **tail, "examples": n_step}
 
 
-def _log_eval(s: Setup, result: dict[str, Any], log: MetricsLog) -> None:
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+def _save(s: Setup, out: Path) -> Path:
+    """``final/`` or ``best/``, atomically: the model (LoRA: adapter + head), tokenizer,
+    ``labels.json`` and the resolved config. Every rank calls it (FSDP gathers the weights)."""
+
+    def labels(tmp: Path) -> None:
+        (tmp / "labels.json").write_text(json.dumps({"labels": s.data.labels}, indent=2))
+
+    return s.run.export_model(out, s.model, s.tokenizer, s.step_module, extra=labels)
+
+
+def _log_eval(s: Setup, result: dict[str, Any]) -> None:
     r, b = result["held_out"], result["majority_baseline"]
-    log.write(
+    s.run.write(
         {
             "step": result["step"],
             "split": "val",
@@ -350,44 +437,94 @@ def _log_eval(s: Setup, result: dict[str, Any], log: MetricsLog) -> None:
     )
 
 
-def _save_final(s: Setup) -> Path:
-    final = s.run_dir / "final"
-    s.model.save_pretrained(final, safe_serialization=True)
-    s.tokenizer.save_pretrained(final)
-    (final / "labels.json").write_text(json.dumps({"labels": s.data.labels}, indent=2))
-    (final / "tunesmith_config.yaml").write_text((s.run_dir / "config.yaml").read_text())
-    return final
+def _evaluate(s: Setup) -> tuple[dict[str, Any], bool]:
+    """Held-out report, logged; a new best macro-F1 goes to ``best/``. Returns the report and
+    whether early stopping triggers."""
+    result = evaluate(s)
+    _log_eval(s, result)
+    stop = s.run.evaluated(
+        result["held_out"]["macro_f1"], lambda out: _save(s, out), higher_is_better=True
+    )
+    return result, stop
+
+
+def _final_eval(s: Setup, last: dict[str, Any] | None) -> dict[str, Any]:
+    """The final weights' report (reused when the last step was just evaluated) -> eval.json."""
+    if not s.held_out:
+        return {}
+    if last is None or last["step"] != s.run.state.step:
+        last = evaluate(s)
+        _log_eval(s, last)
+    if s.dist.is_main:
+        (s.run_dir / "eval.json").write_text(json.dumps(last, indent=2))
+    return last
+
+
+def _report_step(s: Setup, m: dict[str, float], bar: Any) -> None:
+    step = s.run.state.step
+    if step % s.cfg.train.log_every == 0 or step == s.total_steps:
+        s.run.write({"step": step, "split": "train", **m})
+    bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}")
+    bar.update(1)
+
+
+# ----------------------------------------------------------------------------- the loop
 
 
 def run(cfg: ClassifyConfig, skip_preflight: bool = False) -> ClassifyResult:
-    """Train, evaluate and save a classifier (no pre-flight checks apply to this method)."""
+    """Train, evaluate and save a classifier (pre-flight checks: ``tunesmith doctor``)."""
     s = setup(cfg)
+    run, info = s.run, s.dist
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
+    if cfg.train.resume:
+        run.restore(s.model, optimizer, scheduler, s.step_module)
+    state = run.state
+    # One step = grad_accum rounds of (micro_batch_size x world) examples; each rank its share.
     batches = step_batches(
-        len(s.train), cfg.train.seed, cfg.train.micro_batch_size, cfg.train.grad_accum
+        len(s.train),
+        cfg.train.seed,
+        cfg.train.micro_batch_size * info.world,
+        cfg.train.grad_accum,
+        start_step=state.step,
     )
-    log = open_metrics_log(s.run_dir, cfg, True)
-    bar = tqdm(total=s.total_steps, desc="classify", unit="step", dynamic_ncols=True)
-    loss = None
-    for step in range(1, s.total_steps + 1):
-        t0 = time.perf_counter()
-        m = train_step(s, optimizer, scheduler, next(batches))
-        loss = m["loss"]
-        log.write({"step": step, "split": "train", **m, "step_seconds": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}")
-        bar.update(1)
-        every = cfg.train.eval_every
-        if every and step % every == 0 and step < s.total_steps and s.held_out:
-            _log_eval(s, evaluate(s, step), log)
+    run.open_log()
+    bar = tqdm(
+        total=s.total_steps,
+        initial=state.step,
+        desc="classify",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not info.is_main,
+    )
+    stopped_early, last_loss, last_eval = False, None, None
+    while state.step < s.total_steps and not stopped_early:
+        t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted
+        micro = [collate([s.train[i] for i in shard(mb, info)], s.pad_id) for mb in next(batches)]
+        m = train_step(s, optimizer, scheduler, micro)
+        state.step += 1
+        last_loss = m["loss"]
+        m["step_seconds"] = time.perf_counter() - t0
+        _report_step(s, m, bar)
+        if s.held_out and due(state.step, cfg.train.eval_every, s.total_steps):
+            last_eval, stopped_early = _evaluate(s)
+        if due(state.step, cfg.train.save_every, s.total_steps):
+            run.checkpoint(s.model, optimizer, scheduler, s.step_module)
+        run.crash_point()
     bar.close()
-    result = evaluate(s, s.total_steps) if s.held_out else {}
-    if result:
-        _log_eval(s, result, log)
-        (s.run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    log.close()
-    final = _save_final(s)
-    return ClassifyResult(s.run_dir, final, s.total_steps, loss, _summary(result))
+    result = _final_eval(s, last_eval)
+    final = _save(s, s.run_dir / "final")
+    run.finish()
+    best = state.best_metric if state.best_step is not None else None
+    return ClassifyResult(
+        run_dir=s.run_dir,
+        final_dir=final,
+        steps=state.step,
+        last_train_loss=last_loss,
+        eval=_summary(result),
+        best_macro_f1=None if best is None else float(best),
+        stopped_early=stopped_early,
+    )
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
