@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
+from tunesmith.checks import PreflightError, failures, preflight_labels
 from tunesmith.config.classify import ClassifyConfig
 from tunesmith.data.dataset import step_batches
 from tunesmith.data.labelled import (
@@ -341,13 +342,16 @@ def _encode_all(
     return train, held
 
 
-def setup(cfg: ClassifyConfig) -> Setup:
+def setup(cfg: ClassifyConfig, skip_preflight: bool = False) -> Setup:
     c = cfg.classify
     data = prepare_classify_data(cfg.data, c.text_field, c.label_field)  # errors before any dir
     run = Run.start(cfg)
     with run.preparing():
         path = resolve_backbone(cfg.model.name_or_path)
         tokenizer = load_tokenizer(path)
+        checks = preflight_labels(data.train, data.held_out, tokenizer, cfg)
+        if not skip_preflight and (bad := failures(checks)):
+            raise PreflightError(bad)  # `tunesmith doctor` explains; --skip-preflight overrides
         model = build_model(cfg, path, data.labels, tokenizer, run.device)
         train, held = _encode_all(cfg, data, tokenizer, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -473,7 +477,7 @@ def _report_step(s: Setup, m: dict[str, float], bar: Any) -> None:
 
 def run(cfg: ClassifyConfig, skip_preflight: bool = False) -> ClassifyResult:
     """Train, evaluate and save a classifier (pre-flight checks: ``tunesmith doctor``)."""
-    s = setup(cfg)
+    s = setup(cfg, skip_preflight)
     run, info = s.run, s.dist
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
