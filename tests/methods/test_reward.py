@@ -12,6 +12,7 @@ import torch
 from tests.helpers.preference_data import BAD, GOOD, write_pairs
 from tests.helpers.runs import write_config
 from tunesmith.cli import main
+from tunesmith.losses.bradley_terry import bradley_terry_loss
 from tunesmith.models.reward_head import RewardModelError, load_reward_model
 
 
@@ -59,6 +60,22 @@ def test_reloads_with_identical_scores(reward_run: Path) -> None:
     # batching (right padding) does not change a score
     single = [rm.score([p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
     assert first == pytest.approx(single, abs=1e-5)
+
+
+def test_best_is_the_lowest_held_out_loss_and_reloads(reward_run: Path) -> None:
+    vals = [r for r in _val_rows(reward_run) if r["step"] > 0]  # step 0 is the baseline only
+    best = min(vals, key=lambda r: r["val_loss"])
+    rm = load_reward_model(reward_run / "best", device="cpu")
+    rows = _held_out(reward_run)
+    prompts = [r["prompt"] for r in rows]
+    chosen = rm.score(prompts, [r["chosen"] for r in rows])
+    rejected = rm.score(prompts, [r["rejected"] for r in rows])
+    loss = bradley_terry_loss(torch.tensor(chosen), torch.tensor(rejected))
+    assert float(loss) == pytest.approx(best["val_loss"], abs=1e-5)
+
+
+def _held_out(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run.parent.parent / "val.jsonl").read_text().splitlines()]
 
 
 def test_reward_is_read_at_the_last_real_token(reward_run: Path) -> None:

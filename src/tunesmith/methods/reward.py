@@ -1,22 +1,26 @@
-"""Reward-model training on preference pairs (Bradley-Terry), LoRA or full.
+"""Reward-model training on preference pairs (Bradley-Terry), LoRA or full, with exact resume.
 
 The algorithm, top to bottom:
   1. set up: a scalar head over the backbone (a causal LM, or an encoder such as
      all-MiniLM-L6-v2), LoRA with the head trained in full (peft ``modules_to_save``) or every
-     weight; preference pairs read and encoded as ``prompt + chosen`` / ``prompt + rejected``;
+     weight; preference pairs read by the one preference reader (held-out split included) and
+     encoded as ``prompt + chosen`` / ``prompt + rejected``;
   2. loop: each optimizer step scores ``grad_accum`` micro-batches of pairs (both sides in one
-     forward), takes the pairwise loss -log sigmoid(r_c - r_r - m), backprops, clips, steps;
-  3. every ``eval_every`` steps (and before the first and after the last): held-out pairwise
-     accuracy (chance = 50%) and loss;
-  4. save ``final/``: weights, tokenizer and ``tunesmith_reward.json``, which
+     forward; under torchrun each rank scores its share), takes the pairwise loss
+     -log sigmoid(r_c - r_r - m) summed over the step's pairs and divided by their number,
+     backprops, clips, steps;
+  3. held-out pairwise accuracy (chance = 50%) and loss before the first step, every
+     ``eval_every`` steps and after the last; the held-out *loss* (lower is better) picks
+     ``best/`` and drives early stopping: it moves with every margin, where accuracy on a small
+     held-out set saturates at 1.0 and stops telling models apart;
+  4. every ``save_every`` steps an atomic checkpoint (weights with the head, optimizer,
+     scheduler, RNG, the step and the evaluations so far); ``--resume`` continues exactly;
+  5. save ``final/``: weights, tokenizer and ``tunesmith_reward.json``, which
      :func:`tunesmith.models.reward_head.load_reward_model` reloads.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,25 +31,31 @@ from tqdm.auto import tqdm
 
 from tunesmith.config import LoraSection
 from tunesmith.config.reward import RewardConfig
-from tunesmith.data.dataset import data_files, step_batches, write_jsonl
-from tunesmith.data.preference import PreferencePair, load_preference_pairs
-from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.metrics_log import MetricsLog
+from tunesmith.data.dataset import step_batches, write_jsonl
+from tunesmith.data.preference import PairSplits, PreferencePair, read_preference_data
+from tunesmith.data.sequence_batches import Encoded, pad_batch, pair_batch
+from tunesmith.data.split import held_out_note
+from tunesmith.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    grad_sync,
+    shard,
+    wrap_for_training,
+)
 from tunesmith.engine.optim import build_optimizer, build_scheduler
-from tunesmith.engine.precision import autocast, resolve_precision
-from tunesmith.engine.rundir import new_run_dir, write_run_files
-from tunesmith.engine.tracking import open_metrics_log
-from tunesmith.engine.trainable import total_steps
-from tunesmith.errors import UserError
+from tunesmith.engine.precision import autocast
+from tunesmith.engine.run import Run
+from tunesmith.engine.trainable import due, total_steps
 from tunesmith.losses.bradley_terry import bradley_terry_loss, pairwise_accuracy
 from tunesmith.models.adapters import check_rank, lora_targets, match_targets, parameter_counts
-from tunesmith.models.load import load_dtype, pick_device
+from tunesmith.models.load import load_dtype
 from tunesmith.models.reward_head import (
     RewardModel,
+    RewardScorer,
     backbone_kind,
     load_head_model,
     load_tokenizer_for,
-    pad_batch,
     resolve_backbone,
 )
 
@@ -61,6 +71,8 @@ class RewardResult:
     initial_val_accuracy: float | None
     val_accuracy: float | None
     val_loss: float | None
+    best_val_loss: float | None
+    stopped_early: bool
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,8 +81,24 @@ class Pairs:
     """Encoded sides of preference pairs: chosen[i] and rejected[i] belong to pairs[i]."""
 
     pairs: list[PreferencePair]
-    chosen: list[dict[str, list[int]]]
-    rejected: list[dict[str, list[int]]]
+    chosen: list[Encoded]
+    rejected: list[Encoded]
+
+
+@dataclass
+class Setup:
+    cfg: RewardConfig
+    run: Run
+    rm: RewardModel
+    train: Pairs
+    val: Pairs
+    total_steps: int
+    step_module: Any  # RewardScorer over rm.net: alone, DDP-replicated or FSDP2-sharded
+    stats: dict[str, Any]
+
+    @property
+    def dist(self) -> DistInfo:
+        return self.run.dist
 
 
 # ----------------------------------------------------------------------------- set up
@@ -99,7 +127,12 @@ def build_reward_model(cfg: RewardConfig, device: torch.device) -> RewardModel:
     path = resolve_backbone(cfg.model.name_or_path)
     tokenizer = load_tokenizer_for(path)
     torch.manual_seed(cfg.train.seed)  # the head and LoRA's A matrices are drawn here
-    net = load_head_model(path, tokenizer.pad_token_id, load_dtype(cfg.model.dtype, device))
+    net = load_head_model(
+        path,
+        tokenizer.pad_token_id,
+        load_dtype(cfg.model.dtype, device),
+        cfg.model.attn_implementation,
+    )
     if cfg.adapter.type != "full":
         net = attach_reward_lora(net, cfg.lora, cfg.adapter.type)
     net = net.to(device)
@@ -114,40 +147,18 @@ def build_reward_model(cfg: RewardConfig, device: torch.device) -> RewardModel:
     )
 
 
-def _read(paths: list[str], cfg: RewardConfig, rejects: list[dict[str, Any]]) -> list[Any]:
-    out: list[PreferencePair] = []
-    for path in paths:
-        pairs, bad = load_preference_pairs(path, split=cfg.data.split, on_error=cfg.data.on_error)
-        out.extend(pairs)
-        rejects.extend(bad)
-    return out
-
-
-def read_pairs(
-    cfg: RewardConfig,
-) -> tuple[list[PreferencePair], list[PreferencePair], list[dict[str, Any]]]:
-    """(train, held-out, rejects): ``data.validation`` or a fixed-seed ``val_fraction``."""
-    rejects: list[dict[str, Any]] = []
-    train_paths = [p for spec in cfg.data.train for p in _paths(spec.path)]
-    train = _read(train_paths, cfg, rejects)
-    if cfg.data.validation is not None:
-        val = _read(_paths(cfg.data.validation), cfg, rejects)
-    else:
-        order = list(range(len(train)))
-        random.Random(cfg.data.seed).shuffle(order)
-        n_val = round(cfg.data.val_fraction * len(train)) if len(train) > 1 else 0
-        if cfg.data.max_val_examples is not None:
-            n_val = min(n_val, cfg.data.max_val_examples)
-        held = set(order[:n_val])
-        val = [p for i, p in enumerate(train) if i in held]
-        train = [p for i, p in enumerate(train) if i not in held]
-    if not train:
-        raise UserError(f"{', '.join(train_paths)}: no usable preference pairs to train on")
-    return train, val, rejects
-
-
-def _paths(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def read_pairs(cfg: RewardConfig) -> PairSplits:
+    """(train, held-out, rejects) through the one preference reader and held-out rule."""
+    d = cfg.data
+    return read_preference_data(
+        d.train,
+        d.validation,
+        split=d.split,
+        on_error=d.on_error,
+        val_fraction=d.val_fraction,
+        max_val=d.max_val_pairs,
+        seed=d.seed,
+    )
 
 
 def encode_pairs(rm: RewardModel, pairs: list[PreferencePair]) -> Pairs:
@@ -156,153 +167,224 @@ def encode_pairs(rm: RewardModel, pairs: list[PreferencePair]) -> Pairs:
     return Pairs(pairs, chosen, rejected)
 
 
-# ----------------------------------------------------------------------------- steps
+def _files(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def pair_rewards(rm: RewardModel, data: Pairs, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of the chosen and rejected sides of pairs ``idx``, both in one forward: [k], [k]."""
-    items = [data.chosen[i] for i in idx] + [data.rejected[i] for i in idx]
-    rewards = rm.rewards(pad_batch(items, rm.tokenizer.pad_token_id))
-    return rewards[: len(idx)], rewards[len(idx) :]
+def _prepare(cfg: RewardConfig, run: Run) -> tuple[RewardModel, PairSplits]:
+    """The pairs and the reward model."""
+    if run.dist.is_main:  # a GGUF is converted once, by rank 0, before the others read the cache
+        resolve_backbone(cfg.model.name_or_path)
+    barrier(run.dist)
+    splits = read_pairs(cfg)
+    return build_reward_model(cfg, run.device), splits
+
+
+def setup(cfg: RewardConfig, skip_preflight: bool = False) -> Setup:
+    """Run dir, reward model, encoded pairs and the step module (``skip_preflight`` is taken
+    for the CLI's sake: reward has no pre-flight of its own yet)."""
+    run = Run.start(cfg)
+    with run.preparing():
+        rm, splits = _prepare(cfg, run)
+    train, val = encode_pairs(rm, splits.train), encode_pairs(rm, splits.val)
+    stats = {
+        "train_pairs": len(train.pairs),
+        "val_pairs": len(val.pairs),
+        "rejects": len(splits.rejects),
+        "backbone": rm.kind,
+    }
+    if run.dist.is_main:
+        write_jsonl(run.run_dir / "rejects.jsonl", splits.rejects)
+        if note := held_out_note(len(val.pairs), "pairs"):
+            print(note, flush=True)
+    trainable, total = parameter_counts(rm.net)
+    run.announce(
+        _files(cfg.data.train) + _files(cfg.data.validation),
+        {"data": stats, "trainable_params": trainable, "total_params": total},
+        f"reward model ({rm.kind} backbone): trainable params {trainable:,} / {total:,}; "
+        f"processes {run.dist.world}; data {stats}",
+    )
+    scorer = RewardScorer(rm.net, rm.kind)
+    return Setup(
+        cfg=cfg,
+        run=run,
+        rm=rm,
+        train=train,
+        val=val,
+        total_steps=total_steps(cfg.train, len(train.pairs), run.dist.world),  # type: ignore[arg-type]
+        step_module=wrap_for_training(scorer, rm.net, run.dist, run.device, cfg.train.parallel),
+        stats=stats,
+    )
+
+
+# ----------------------------------------------------------------------------- one step
 
 
 def train_step(
-    rm: RewardModel,
-    data: Pairs,
-    micro: list[list[int]],
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    cfg: RewardConfig,
-    precision: str,
+    s: Setup, micro: list[list[int]], optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, float]:
-    """One optimizer step: the pair-mean loss over all micro-batches of the step."""
-    n_step = sum(len(mb) for mb in micro)
-    total, correct, margin = 0.0, 0.0, 0.0
-    for mb in micro:
-        with autocast(precision, rm.device):
-            r_c, r_r = pair_rewards(rm, data, mb)
-        loss = bradley_terry_loss(r_c, r_r, cfg.reward.margin)
-        (loss * len(mb) / n_step).backward()
-        total += float(loss.detach()) * len(mb)
-        correct += pairwise_accuracy(r_c.detach(), r_r.detach()) * len(mb)
-        margin += float((r_c - r_r).detach().sum())
-    params = [p for p in rm.net.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm or math.inf)
-    lr = sched.get_last_lr()[0]
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
+    """One optimizer step over the step's pairs P (every rank's share of every micro-batch):
+
+        L = (1 / |P|) * sum_{i in P} -log sigmoid(r_c[i] - r_r[i] - m)
+
+    Each rank backprops its summed pair loss x world / |P|; DDP / FSDP average the gradients over
+    ranks, which makes the result the gradient of L however the step is split."""
+    info, device, pad_id = s.dist, s.run.device, s.rm.tokenizer.pad_token_id
+    n_step = sum(len(mb) for mb in micro)  # |P|: the global pairs of this step
+    sums = {"loss": 0.0, "correct": 0.0, "margin": 0.0, "tokens": 0.0}
+    for i, mb in enumerate(micro):
+        idx = shard(mb, info)
+        batch = pair_batch(
+            [s.train.chosen[j] for j in idx], [s.train.rejected[j] for j in idx], pad_id
+        )
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with grad_sync(s.step_module, on=i == len(micro) - 1):
+            with autocast(s.run.precision, device):
+                rewards = s.step_module(batch)  # [2k]: chosen sides, then rejected
+            r_c, r_r = rewards[: len(idx)], rewards[len(idx) :]
+            loss_sum = bradley_terry_loss(r_c, r_r, s.cfg.reward.margin) * len(idx)
+            (loss_sum * info.world / n_step).backward()
+        sums["loss"] += float(loss_sum.detach())
+        sums["correct"] += pairwise_accuracy(r_c.detach(), r_r.detach()) * len(idx)
+        sums["margin"] += float((r_c - r_r).detach().sum())
+        sums["tokens"] += float(batch["attention_mask"].sum())
+    params = [p for p in s.rm.net.parameters() if p.requires_grad]
+    tail = s.run.optimizer_step(params, optimizer, scheduler)
+    sums = {k: all_reduce_sum(v, info, device) for k, v in sums.items()}
     return {
-        "loss": total / n_step,
-        "accuracy": correct / n_step,
-        "reward_margin": margin / n_step,
-        "grad_norm": float(norm),
-        "lr": lr,
+        "loss": sums["loss"] / n_step,
+        "accuracy": sums["correct"] / n_step,
+        "reward_margin": sums["margin"] / n_step,
+        **tail,
+        "tokens": sums["tokens"],
     }
+
+
+# ----------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(rm: RewardModel, data: Pairs, cfg: RewardConfig) -> dict[str, float]:
-    """Held-out pairwise accuracy (chance 0.5), loss and mean reward margin."""
-    r_c = torch.tensor(rm.score_encoded(data.chosen, cfg.reward.eval_batch_size))
-    r_r = torch.tensor(rm.score_encoded(data.rejected, cfg.reward.eval_batch_size))
+def _scores(s: Setup, items: list[Encoded]) -> torch.Tensor:
+    """[N] rewards through the step module (FSDP gathers the weights: every rank takes part)."""
+    size, pad_id, device = s.cfg.reward.eval_batch_size, s.rm.tokenizer.pad_token_id, s.run.device
+    out = []
+    for start in range(0, len(items), size):
+        batch = {k: v.to(device) for k, v in pad_batch(items[start : start + size], pad_id).items()}
+        with autocast(s.run.precision, device):
+            out.append(s.step_module(batch).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(s: Setup) -> dict[str, float]:
+    """Held-out pairwise accuracy (chance 0.5), loss and mean reward margin of every held-out
+    pair (every rank scores all of them, in eval mode)."""
+    s.step_module.eval()
+    try:
+        r_c, r_r = _scores(s, s.val.chosen), _scores(s, s.val.rejected)
+    finally:
+        s.step_module.train()
     return {
         "val_accuracy": pairwise_accuracy(r_c, r_r),
-        "val_loss": float(bradley_terry_loss(r_c, r_r, cfg.reward.margin)),
+        "val_loss": float(bradley_terry_loss(r_c, r_r, s.cfg.reward.margin)),
         "val_reward_margin": float((r_c - r_r).mean()),
-        "val_pairs": float(len(data.pairs)),
+        "val_pairs": float(len(s.val.pairs)),
     }
 
 
-def save_final(rm: RewardModel, run_dir: Path) -> Path:
-    final = run_dir / "final"
-    tmp = ckpt.atomic_dir(final)
-    try:
-        rm.save(tmp)
-        (tmp / "tunesmith_config.yaml").write_text((run_dir / "config.yaml").read_text())
-        ckpt.commit_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+def save_model(s: Setup, out: Path) -> Path:
+    """``out`` with the weights (adapter + head, or the full model), the tokenizer and
+    ``tunesmith_reward.json``; every rank calls it (FSDP gathers), rank 0 writes."""
+    return s.run.export_model(out, s.rm.net, s.rm.tokenizer, s.step_module, s.rm.write_marker)
+
+
+def _evaluate(s: Setup, track_best: bool) -> bool:
+    """Log the held-out metrics of the current weights and keep them in the run state (so a
+    resume neither repeats nor loses them); with ``track_best`` the held-out loss (lower is
+    better) updates ``best/`` and early stopping, whose trigger is returned."""
+    if not s.val.pairs:
+        return False
+    state = s.run.state
+    m = evaluate(s)
+    s.run.write({"step": state.step, "split": "val", **m})
+    state.method["last_val"] = {"step": state.step, **m}
+    if state.step == 0:
+        state.method["first_val"] = m
+    if not track_best:
+        return False
+    return s.run.evaluated(m["val_loss"], lambda out: save_model(s, out))
+
+
+def _report_step(s: Setup, m: dict[str, float], bar: Any) -> None:
+    step = s.run.state.step
+    if step % s.cfg.train.log_every == 0 or step == s.total_steps:
+        s.run.write({"step": step, "split": "train", **m})
+    bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.2f}")
+    bar.update(1)
+
+
+def _result(s: Setup, final: Path, last_loss: float | None, stopped: bool) -> RewardResult:
+    state = s.run.state
+    first, last = state.method.get("first_val") or {}, state.method.get("last_val") or {}
+    return RewardResult(
+        run_dir=s.run.run_dir,
+        final_dir=final,
+        steps=state.step,
+        last_train_loss=last_loss,
+        initial_val_accuracy=first.get("val_accuracy"),
+        val_accuracy=last.get("val_accuracy"),
+        val_loss=last.get("val_loss"),
+        best_val_loss=float(state.best_metric) if state.best_step else None,
+        stopped_early=stopped,
+        stats=s.stats,
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
-def _setup(cfg: RewardConfig) -> tuple[Path, RewardModel, Pairs, Pairs, dict[str, Any]]:
-    device = pick_device(cfg.train.device)
-    train_pairs, val_pairs, rejects = read_pairs(cfg)
-    rm = build_reward_model(cfg, device)
-    train, val = encode_pairs(rm, train_pairs), encode_pairs(rm, val_pairs)
-    run_dir = new_run_dir(cfg)
-    trainable, total = parameter_counts(rm.net)
-    stats = {
-        "train_pairs": len(train.pairs),
-        "val_pairs": len(val.pairs),
-        "rejects": len(rejects),
-        "backbone": rm.kind,
-    }
-    write_jsonl(run_dir / "rejects.jsonl", rejects)
-    write_run_files(
-        run_dir,
-        cfg,
-        data_files(cfg.data),
-        {"data": stats, "trainable_params": trainable, "total_params": total},
-    )
-    print(
-        f"[tunesmith] run dir {run_dir}\n[tunesmith] reward model ({rm.kind} backbone): "
-        f"trainable params {trainable:,} / {total:,}; data {stats}",
-        flush=True,
-    )
-    return run_dir, rm, train, val, stats
-
-
-def _maybe_eval(
-    rm: RewardModel, val: Pairs, cfg: RewardConfig, step: int, log: MetricsLog
-) -> dict[str, float] | None:
-    if not val.pairs:
-        return None
-    m = evaluate(rm, val, cfg)
-    log.write({"step": step, "split": "val", **m})
-    return m
-
-
 def run(cfg: RewardConfig, skip_preflight: bool = False) -> RewardResult:
-    run_dir, rm, train, val, stats = _setup(cfg)
-    steps = total_steps(cfg.train, len(train.pairs))
-    opt = build_optimizer(rm.net, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, steps)
-    precision = resolve_precision(cfg.train.precision, rm.device)
-    log = open_metrics_log(run_dir, cfg, True)
-    first = _maybe_eval(rm, val, cfg, 0, log)
-    last_val = first
+    s = setup(cfg, skip_preflight)
+    run, info = s.run, s.dist
+    optimizer = build_optimizer(s.rm.net, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
+    if cfg.train.resume:
+        run.restore(s.rm.net, optimizer, scheduler, s.step_module)
+    state = run.state
+    run.open_log()
+    if state.step == 0:
+        _evaluate(s, track_best=False)  # the untrained head: the baseline training must beat
+    # One step = grad_accum rounds of (micro_batch_size x world) pairs; each rank takes its share.
     batches = step_batches(
-        len(train.pairs), cfg.train.seed, cfg.train.micro_batch_size, cfg.train.grad_accum
+        len(s.train.pairs),
+        cfg.train.seed,
+        cfg.train.micro_batch_size * info.world,
+        cfg.train.grad_accum,
+        start_step=state.step,
     )
-    bar = tqdm(total=steps, desc="reward", unit="step", dynamic_ncols=True)
-    m: dict[str, float] = {}
-    for step in range(1, steps + 1):
-        t0 = time.perf_counter()
-        m = train_step(rm, train, next(batches), opt, sched, cfg, precision)
+    bar = tqdm(
+        total=s.total_steps,
+        initial=state.step,
+        desc="reward",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not info.is_main,
+    )
+    stopped_early, last_loss = False, None
+    while state.step < s.total_steps and not stopped_early:
+        t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted
+        m = train_step(s, next(batches), optimizer, scheduler)
+        state.step += 1
+        state.tokens += int(m["tokens"])
+        last_loss = m["loss"]
         m["step_seconds"] = time.perf_counter() - t0
-        if step % cfg.train.log_every == 0 or step == steps:
-            log.write({"step": step, "split": "train", **m})
-        bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.2f}")
-        bar.update(1)
+        _report_step(s, m, bar)
         every = cfg.train.eval_every
-        if every is not None and step % every == 0 and step != steps:
-            last_val = _maybe_eval(rm, val, cfg, step, log)
+        if due(state.step, every, s.total_steps) or state.step == s.total_steps:
+            stopped_early = _evaluate(s, track_best=every is not None)
+        if due(state.step, cfg.train.save_every, s.total_steps):
+            run.checkpoint(s.rm.net, optimizer, scheduler, s.step_module)
+        run.crash_point()
     bar.close()
-    last_val = _maybe_eval(rm, val, cfg, steps, log)
-    final = save_final(rm, run_dir)
-    log.close()
-    return RewardResult(
-        run_dir=run_dir,
-        final_dir=final,
-        steps=steps,
-        last_train_loss=m.get("loss"),
-        initial_val_accuracy=first["val_accuracy"] if first else None,
-        val_accuracy=last_val["val_accuracy"] if last_val else None,
-        val_loss=last_val["val_loss"] if last_val else None,
-        stats=stats,
-    )
+    final = save_model(s, run.run_dir / "final")
+    run.finish()
+    return _result(s, final, last_loss, stopped_early)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.records import Message
+from tunesmith.data.sequence_batches import Encoded, pad_batch
 from tunesmith.errors import UserError
 
 MARKER = "tunesmith_reward.json"
@@ -70,9 +71,11 @@ def load_tokenizer_for(model_dir: Path | str) -> Any:
     return load_tokenizer(model_dir)
 
 
-def load_head_model(model_dir: Path, pad_token_id: int, dtype: torch.dtype) -> Any:
+def load_head_model(
+    model_dir: Path, pad_token_id: int, dtype: torch.dtype, attn_implementation: str | None = None
+) -> Any:
     """``AutoModelForSequenceClassification`` with one output and the pad id set (transformers
-    refuses batches > 1 without it)."""
+    refuses batches > 1 without it); ``attn_implementation`` None = transformers' default."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
@@ -80,7 +83,7 @@ def load_head_model(model_dir: Path, pad_token_id: int, dtype: torch.dtype) -> A
     logging.set_verbosity_error()  # a fresh head is always "missing" from the base checkpoint
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), num_labels=1, dtype=dtype
+            str(model_dir), num_labels=1, dtype=dtype, attn_implementation=attn_implementation
         )
     finally:
         logging.set_verbosity(previous)
@@ -106,18 +109,24 @@ def decoder_rewards(
     return seq.score(pooled).squeeze(-1).float()
 
 
-def pad_batch(items: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad encoded items (``input_ids`` with ``pad_id``, other keys with 0) and add the
-    attention mask. Returns tensors [B, T_max]."""
-    width = max(len(it["input_ids"]) for it in items)
-    out: dict[str, torch.Tensor] = {}
-    for key in items[0]:
-        fill = pad_id if key == "input_ids" else 0
-        out[key] = torch.tensor([it[key] + [fill] * (width - len(it[key])) for it in items])
-    out["attention_mask"] = torch.tensor(
-        [[1] * len(it["input_ids"]) + [0] * (width - len(it["input_ids"])) for it in items]
-    )
-    return out
+def head_rewards(net: Any, kind: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B] rewards of a padded batch on the net's device (with grad when the caller allows)."""
+    if kind == "decoder":
+        return decoder_rewards(net, batch["input_ids"], batch["attention_mask"])
+    return net(**batch).logits.squeeze(-1).float()
+
+
+class RewardScorer(torch.nn.Module):
+    """``batch -> [B] rewards`` as a module, so that DDP / FSDP see the forward (the net is held
+    as ``model``, the name :func:`tunesmith.engine.distributed.full_state_dict` strips)."""
+
+    def __init__(self, net: Any, kind: str):
+        super().__init__()
+        self.model = net
+        self.kind = kind
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return head_rewards(self.model, self.kind, batch)
 
 
 def as_messages(prompt: Sequence[Message] | str) -> tuple[Message, ...]:
@@ -140,7 +149,7 @@ class RewardModel:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def encode(self, prompt: Sequence[Message] | str, completion: str) -> dict[str, list[int]]:
+    def encode(self, prompt: Sequence[Message] | str, completion: str) -> Encoded:
         """Token ids of (prompt, completion) exactly as in reward training."""
         if self.kind == "decoder":
             from tunesmith.data.preference import PreferencePair, encode_pair
@@ -153,14 +162,10 @@ class RewardModel:
     def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B] rewards of a padded batch (with grad when the caller allows it)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        if self.kind == "decoder":
-            return decoder_rewards(self.net, batch["input_ids"], batch["attention_mask"])
-        return self.net(**batch).logits.squeeze(-1).float()
+        return head_rewards(self.net, self.kind, batch)
 
     @torch.no_grad()
-    def score_encoded(
-        self, items: Sequence[dict[str, list[int]]], batch_size: int = 16
-    ) -> list[float]:
+    def score_encoded(self, items: Sequence[Encoded], batch_size: int = 16) -> list[float]:
         was_training = self.net.training
         self.net.eval()
         out: list[float] = []
@@ -184,10 +189,8 @@ class RewardModel:
         items = [self.encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         return self.score_encoded(items, batch_size)
 
-    def save(self, out: Path) -> None:
-        """Weights (adapter or full), tokenizer and the marker file into ``out``."""
-        self.net.save_pretrained(str(out), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(out))
+    def write_marker(self, out: Path) -> None:
+        """``tunesmith_reward.json``: what :func:`load_reward_model` needs besides the weights."""
         info = {
             "kind": self.kind,
             "template": self.template,
@@ -199,7 +202,7 @@ class RewardModel:
 
 def encoder_inputs(
     tokenizer: Any, prompt: Sequence[Message], completion: str, max_length: int
-) -> dict[str, list[int]]:
+) -> Encoded:
     """An encoder reads ``role: content`` lines of the prompt and the completion as a text pair,
     the prompt cut first when too long."""
     text = "\n".join(f"{m.role}: {m.content}" for m in prompt)
