@@ -29,10 +29,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tunesmith.checks import PreflightError, failures, preflight_pairs
+from tunesmith.checks.pairs import check_rejects
 from tunesmith.config import LoraSection
 from tunesmith.config.reward import RewardConfig
 from tunesmith.data.dataset import step_batches, write_jsonl
-from tunesmith.data.preference import PairSplits, PreferencePair, read_preference_data
+from tunesmith.data.preference import (
+    EncodedPair,
+    PairSplits,
+    PreferencePair,
+    encode_pair,
+    read_preference_data,
+)
 from tunesmith.data.sequence_batches import Encoded, pad_batch, pair_batch
 from tunesmith.data.split import held_out_note
 from tunesmith.engine.distributed import (
@@ -83,6 +91,7 @@ class Pairs:
     pairs: list[PreferencePair]
     chosen: list[Encoded]
     rejected: list[Encoded]
+    encoded: list[EncodedPair] | None = None  # causal-LM backbones: the pair as encoded
 
 
 @dataclass
@@ -162,6 +171,14 @@ def read_pairs(cfg: RewardConfig) -> PairSplits:
 
 
 def encode_pairs(rm: RewardModel, pairs: list[PreferencePair]) -> Pairs:
+    """Both sides of each pair. A causal-LM backbone encodes the pair once (DPO's encoding), so
+    a truncated prompt is cut the same way for chosen and rejected and both replies are scored on
+    one prompt; an encoder reads each side as a (conversation, reply) text pair."""
+    if rm.kind == "decoder":
+        enc = [encode_pair(p, rm.tokenizer, rm.template, rm.max_length) for p in pairs]
+        chosen = [{"input_ids": e.prompt_ids + e.chosen_ids} for e in enc]
+        rejected = [{"input_ids": e.prompt_ids + e.rejected_ids} for e in enc]
+        return Pairs(pairs, chosen, rejected, enc)
     chosen = [rm.encode(p.prompt, p.chosen) for p in pairs]
     rejected = [rm.encode(p.prompt, p.rejected) for p in pairs]
     return Pairs(pairs, chosen, rejected)
@@ -180,13 +197,33 @@ def _prepare(cfg: RewardConfig, run: Run) -> tuple[RewardModel, PairSplits]:
     return build_reward_model(cfg, run.device), splits
 
 
+def _preflight(cfg: RewardConfig, rm: RewardModel, splits: PairSplits, train: Pairs) -> None:
+    """The pair checks (``tunesmith doctor`` explains; ``--skip-preflight`` overrides): every
+    check for a causal-LM backbone, on the pairs as encoded for training; the reader's rejects
+    only for an encoder, which reads the conversation as a text pair with no chat template."""
+    if rm.kind == "encoder":
+        checks = [check_rejects(len(splits.train), splits.rejects)]
+    else:
+        checks = preflight_pairs(
+            splits.train,
+            rm.tokenizer,
+            cfg,
+            rejects=splits.rejects,
+            encoded=train.encoded,
+            per_side=False,
+        )
+    if bad := failures(checks):
+        raise PreflightError(bad)
+
+
 def setup(cfg: RewardConfig, skip_preflight: bool = False) -> Setup:
-    """Run dir, reward model, encoded pairs and the step module (``skip_preflight`` is taken
-    for the CLI's sake: reward has no pre-flight of its own yet)."""
+    """Run dir, reward model (pre-flight checked), encoded pairs and the step module."""
     run = Run.start(cfg)
     with run.preparing():
         rm, splits = _prepare(cfg, run)
-    train, val = encode_pairs(rm, splits.train), encode_pairs(rm, splits.val)
+        train, val = encode_pairs(rm, splits.train), encode_pairs(rm, splits.val)
+        if not skip_preflight:
+            _preflight(cfg, rm, splits, train)
     stats = {
         "train_pairs": len(train.pairs),
         "val_pairs": len(val.pairs),
