@@ -13,8 +13,9 @@ from tests.methods.test_dpo import metrics, write_dpo_config, write_pref_data
 from tunesmith.cli import main
 from tunesmith.config import ConfigError, load_config
 from tunesmith.data.packing import block_causal_mask
+from tunesmith.data.pair_batches import collate_pairs, collate_shared_prompt
 from tunesmith.data.preference import EncodedPair
-from tunesmith.engine.logps import collate_pairs, collate_shared_prompt, sequence_logps
+from tunesmith.engine.logps import sequence_logps
 
 
 def _random_pairs(vocab: int, shapes: list[tuple[int, int, int]]) -> list[EncodedPair]:

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from tunesmith.cli import main
 from tunesmith.config import ConfigError, load_config
+from tunesmith.data.pair_batches import collate_pairs
 from tunesmith.data.preference import PreferencePair, encode_pair
 from tunesmith.data.records import Message
-from tunesmith.engine.logps import collate_pairs, sequence_logps
+from tunesmith.engine.logps import LogpsModule, sequence_logps
 from tunesmith.engine.trainable import build_trainable_model
 from tunesmith.methods import dpo
 from tunesmith.models.load import load_causal_lm, load_tokenizer
@@ -141,7 +143,8 @@ def test_adapter_reference_is_the_base_model(tmp_path: Path, tiny_llama: Path) -
         for name, p in policy.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    ref = dpo.Reference("adapter_off", policy).live(batch, "fp32", torch.device("cpu"))
+    reference = dpo.Reference("adapter_off", LogpsModule(policy))
+    ref = reference.live(batch, "fp32", torch.device("cpu"))
     base = load_causal_lm(tiny_llama, dtype=torch.float32, device=torch.device("cpu")).eval()
     with torch.no_grad():
         want, lengths = sequence_logps(base, batch)
@@ -168,14 +171,15 @@ def test_full_fine_tuning_keeps_a_frozen_reference(tmp_path: Path, tiny_llama: P
         optim={"lr": 1e-3},
     )
     s = dpo.setup(load_config(path))
-    assert s.reference.kind == "frozen_copy" and s.reference.model is not s.model
-    before = {k: v.clone() for k, v in s.reference.model.state_dict().items()}
+    frozen = s.reference.module.model
+    assert s.reference.kind == "frozen_copy" and frozen is not s.model
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
     optimizer = dpo.build_optimizer(s.model, s.cfg.optim)
     scheduler = dpo.build_scheduler(optimizer, s.cfg.optim, 3)
     steps = [dpo.train_step(s, optimizer, scheduler, [[0, 1, 2, 3]]) for _ in range(3)]
     assert steps[0]["margin"] == 0.0  # the policy starts as its reference
     assert steps[-1]["margin"] != 0.0 and steps[-1]["loss"] < steps[0]["loss"]
-    after = s.reference.model.state_dict()
+    after = frozen.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not all(torch.equal(before[k], v) for k, v in s.model.state_dict().items())
 
@@ -195,6 +199,32 @@ def test_config_errors_are_clear(
     path = write_dpo_config(tmp_path, tiny_llama, tmp_path / "missing.jsonl")
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config(path, [override])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["train.compile=true"], "'train.compile' for method dpo (it does not read this key)"),
+        (["train.stop_after_step=2"], "'train.stop_after_step' for method dpo"),
+        (["data.packing=true"], "'data.packing' for method dpo"),
+        (["dpo.loss=ipo", "dpo.label_smoothing=0.1"], "dpo.label_smoothing is read by"),
+        (["dpo.loss=sigmoid", "dpo.simpo_gamma=1.0"], "dpo.simpo_gamma is read by"),
+        (["dpo.loss=simpo", "dpo.precompute_ref=true"], "dpo.precompute_ref: dpo.loss=simpo"),
+        (["dpo.layout=padded", "dpo.pack_pairs=true"], "dpo.pack_pairs packs the shared"),
+    ],
+)
+def test_a_field_dpo_does_not_read_is_refused(
+    tmp_path: Path,
+    tiny_llama: Path,
+    capsys: pytest.CaptureFixture[str],
+    overrides: list[str],
+    named: str,
+) -> None:
+    cfg = write_dpo_config(tmp_path, tiny_llama, tmp_path / "p.jsonl")
+    assert main(["validate", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(cfg), *overrides]) == 2
+    assert named in capsys.readouterr().err
 
 
 def test_bad_records_are_rejected_with_a_record(
@@ -234,7 +264,7 @@ def test_every_loss_trains_and_reference_free_ones_skip_the_reference(
         tmp_path,
         tiny_llama,
         write_pref_data(tmp_path / "p.jsonl", n=16),
-        dpo={"loss": loss, "beta": 0.5, "precompute_ref": True},
+        dpo={"loss": loss, "beta": 0.5, "precompute_ref": reference != "none"},
     )
     s = dpo.setup(load_config(path))
     assert s.reference.kind == reference
@@ -245,14 +275,20 @@ def test_every_loss_trains_and_reference_free_ones_skip_the_reference(
     assert ("kl_proxy" in steps[0]) == (reference != "none")
 
 
-def test_resume_continues_exactly(tmp_path: Path, tiny_llama: Path) -> None:
+def test_early_stopping_keeps_the_lowest_held_out_loss_in_best(
+    tmp_path: Path, tiny_llama: Path
+) -> None:
     data = write_pref_data(tmp_path / "p.jsonl", n=24)
-    cfg = write_dpo_config(tmp_path, tiny_llama, data, train={"max_steps": 4, "save_every": 2})
-    assert main(["train", str(cfg), "train.run_name=whole"]) == 0
-    # The same run stopped after step 2 (its last checkpoint), then resumed to step 4.
-    assert main(["train", str(cfg), "train.run_name=cut", "train.max_steps=2"]) == 0
-    assert main(["train", str(cfg), "train.run_name=cut", "train.resume=true"]) == 0
-    whole = [m["loss"] for m in metrics(tmp_path / "runs" / "whole", "train")]
-    cut = [m["loss"] for m in metrics(tmp_path / "runs" / "cut", "train")]
-    assert len(cut) == 4
-    assert cut == pytest.approx(whole, abs=1e-6)
+    train = {"max_steps": 8, "eval_every": 1, "early_stopping_patience": 1, "micro_batch_size": 2}
+    # lr 0.5 overshoots: the held-out loss falls after step 1, then rises at step 2
+    cfg = write_dpo_config(tmp_path, tiny_llama, data, train=train, optim={"lr": 0.5})
+    assert main(["train", str(cfg)]) == 0
+    run_dir = tmp_path / "runs" / "run"
+    val = [(m["step"], m["loss"]) for m in metrics(run_dir, "val")]
+    assert [s for s, _ in val] == [0, 1, 2]  # stopped after the first evaluation without gain
+    assert val[1][1] < val[0][1] and val[2][1] > val[1][1]
+    assert metrics(run_dir, "final")[0]["step"] == 2
+    best = load_file(str(run_dir / "best" / "adapter_model.safetensors"))
+    final = load_file(str(run_dir / "final" / "adapter_model.safetensors"))
+    assert (run_dir / "best" / "tunesmith_config.yaml").is_file()
+    assert any(not torch.equal(best[k], final[k]) for k in final)

@@ -1,7 +1,9 @@
-"""Configuration of preference optimisation (``method: dpo``): data, loss and reference sections.
+"""Configuration of preference optimisation (``method: dpo``): only the fields it reads.
 
-The adapter sections (``adapter``, ``lora``, ``prefix``, ``prompt``, ``ia3``) are SFT's, so
-everything about *what* trains reads the same in both methods.
+The adapter sections (``adapter``, ``lora``, ``prefix``, ``prompt``, ``ia3``), ``model``,
+``optim`` and ``tracking`` are SFT's, so everything about *what* trains reads the same in both
+methods. The data section is the preference-pair reader's; the train section drops the shared
+fields DPO does not read (``compile``). A knob of one loss set for another is refused.
 """
 
 from __future__ import annotations
@@ -10,11 +12,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.config.sections import (
-    PROMPT_LEARNING,
-    AdapterRunConfig,
-    Section,
-)
+from tunesmith.config.sections import PROMPT_LEARNING, AdapterRunConfig, Section
+
+REFERENCE_FREE = frozenset({"simpo", "orpo"})  # = tunesmith.losses.dpo's (config imports no torch)
 
 
 class PreferenceDataSection(Section):
@@ -49,8 +49,62 @@ class PreferenceDataSection(Section):
     val_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
     )
-    max_val_pairs: int | None = Field(None, ge=1)
-    seed: int = 1234
+    max_val_pairs: int | None = Field(
+        None, ge=1, description="At most this many held-out pairs (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split.")
+
+
+class DPOTrainSection(Section):
+    """The shared train fields DPO reads."""
+
+    output_dir: str = "runs"
+    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; default from epochs.")
+    epochs: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(
+        4, ge=1, description="Pairs per micro-batch per process (both replies in one forward)."
+    )
+    grad_accum: int = Field(1, ge=1)
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
+        "(AVX-512 BF16 / AMX), fp32 otherwise.",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each decoder layer's activations in the backward pass: less "
+        "memory, slower steps.",
+    )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "
+        "shards weights, gradients and optimizer state per decoder layer (and a full "
+        "fine-tuning run's frozen reference copy).",
+    )
+    seed: int = Field(42, description="Seed of LoRA's initial weights, dropout and data order.")
+    trainable_top_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Full fine-tuning only: freeze all but the top N decoder layers "
+        "(and the final norm).",
+    )
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="Steps between held-out evaluations (also one before the first step).",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a lower held-out DPO loss "
+        "(best/ holds the weights of the lowest one).",
+    )
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    log_every: int = Field(1, ge=1)
+    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
 
 
 class DPOSection(Section):
@@ -106,12 +160,27 @@ class DPOSection(Section):
 class DPOConfig(AdapterRunConfig):
     method: Literal["dpo"] = "dpo"
     data: PreferenceDataSection  # type: ignore[assignment]
+    train: DPOTrainSection = DPOTrainSection()  # type: ignore[assignment]
     dpo: DPOSection = DPOSection()
 
     @model_validator(mode="after")
-    def _check_parallel(self) -> DPOConfig:
-        if self.train.parallel != "ddp":
-            raise ValueError("dpo runs in one process: train.parallel=fsdp is not supported")
+    def _check_loss_knobs(self) -> DPOConfig:
+        """A knob that the chosen loss would ignore is an error, not a silent no-op."""
+        d = self.dpo
+        unread = [
+            ("label_smoothing", d.label_smoothing != 0.0, "sigmoid"),
+            ("simpo_gamma", d.simpo_gamma != 0.5, "simpo"),
+            ("orpo_lambda", d.orpo_lambda != 0.1, "orpo"),
+        ]
+        for name, changed, owner in unread:
+            if changed and d.loss != owner:
+                raise ValueError(f"dpo.{name} is read by dpo.loss={owner} only (got {d.loss})")
+        if d.precompute_ref and d.loss in REFERENCE_FREE:
+            raise ValueError(
+                f"dpo.precompute_ref: dpo.loss={d.loss} has no reference model to precompute"
+            )
+        if d.pack_pairs and d.layout == "padded":
+            raise ValueError("dpo.pack_pairs packs the shared_prompt layout, but dpo.layout=padded")
         return self
 
     @model_validator(mode="after")

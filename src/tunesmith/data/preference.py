@@ -414,3 +414,35 @@ def read_preference_data(
             f"no usable preference pair ({len(rejects)} rejected; rejects.jsonl says why)",
         )
     return PairSplits(pairs, val, rejects)
+
+
+@dataclass
+class EncodedSplits:
+    """The token ids of a :class:`PairSplits` (same order) and the counts a run logs."""
+
+    train: list[EncodedPair]
+    val: list[EncodedPair]
+    stats: dict[str, int]
+
+
+def encode_pair_splits(
+    splits: PairSplits, tokenizer: Any, template: str, max_length: int
+) -> EncodedSplits:
+    """Encode the train and held-out pairs (:func:`encode_pair`, one prompt for both replies).
+
+    ``stats``: pairs per split, rejected rows, truncated pairs per split, and ``train_tokens``
+    (prompt twice plus both replies, summed over the train pairs).
+    """
+    train, cut_train = encode_pairs(splits.train, tokenizer, template, max_length)
+    val, cut_val = encode_pairs(splits.val, tokenizer, template, max_length)
+    stats = {
+        "train_pairs": len(train),
+        "val_pairs": len(val),
+        "rejected": len(splits.rejects),
+        "truncated_train": cut_train,
+        "truncated_val": cut_val,
+        "train_tokens": sum(
+            len(e.prompt_ids) * 2 + len(e.chosen_ids) + len(e.rejected_ids) for e in train
+        ),
+    }
+    return EncodedSplits(train, val, stats)

@@ -1,21 +1,28 @@
 """Direct preference optimisation and its family (DPO, cDPO, IPO, hinge/SLiC, SimPO, ORPO).
 
 The algorithm, top to bottom:
-  1. set up: resolve the base model, read and tokenize the preference pairs, attach the adapter
-     (SFT's ``adapter``/``lora``/... sections) and pick the reference: for adapters the same model
-     with its adapter disabled (no second copy); for full fine-tuning a frozen deep copy; none for
-     the reference-free losses (SimPO, ORPO);
+  1. set up (:class:`tunesmith.engine.run.Run`): resolve the base model, read the preference
+     pairs (:func:`tunesmith.data.preference.read_preference_data`, the shared held-out split)
+     and tokenize them, attach the adapter (SFT's ``adapter``/``lora``/... sections) and pick the
+     reference: for adapters the same model with its adapter disabled (no second copy); for full
+     fine-tuning a frozen deep copy; none for the reference-free losses (SimPO, ORPO);
   2. optionally (``dpo.precompute_ref``) compute the reference log-probs of every pair once,
      cache them in the run dir keyed by a hash of the data, and never run the reference again;
-  3. loop: per optimizer step take ``grad_accum`` micro-batches of pairs; for each, chosen and
-     rejected go through the policy in ONE forward pass (``dpo.layout``: by default each pair's
-     prompt once with both replies after it, masked from each other, one pair per row; or 2B
-     padded rows, see :mod:`tunesmith.engine.logps`), their log-probs are summed over
-     the response tokens, the pair loss (:mod:`tunesmith.losses.dpo`) is averaged over the step's
-     pairs and backpropagated; then clip, AdamW step, schedule step;
+     a checkpoint holds the hash of the cache, and a resumed run checks it (recomputing a cache
+     that is missing or differs);
+  3. loop: per optimizer step take ``grad_accum`` micro-batches of pairs, each process its share
+     of each; for each, chosen and rejected go through the policy in ONE forward pass
+     (``dpo.layout``: by default each pair's prompt once with both replies after it, masked
+     from each other, one pair per row; or 2B padded rows, see :mod:`tunesmith.data.pair_batches`),
+     their log-probs are summed over the response tokens, the pair loss
+     (:mod:`tunesmith.losses.dpo`) is averaged over the step's pairs on every process and
+     backpropagated; then clip, AdamW step, schedule step;
   4. every ``eval_every`` steps (and at step 0): loss, implicit rewards, margin, reward accuracy
-     and KL proxy on the held-out pairs; every ``save_every`` steps a checkpoint;
+     and KL proxy on the held-out pairs, ``best/`` and early stopping on the held-out loss;
+     every ``save_every`` steps a checkpoint (weights, optimizer, schedule, RNG, step);
   5. save ``final/`` (loads with plain transformers or peft) with the chat template used.
+
+Under ``torchrun`` the policy's forward is DDP-replicated or FSDP2-sharded (``train.parallel``).
 """
 
 from __future__ import annotations
@@ -23,37 +30,44 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import math
-import os
-import random
-import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from tunesmith.config.dpo import DPOConfig, PreferenceDataSection
+from tunesmith.checks.pairs import preflight_pairs
+from tunesmith.checks.preflight import PreflightError
+from tunesmith.config.dpo import DPOConfig
 from tunesmith.data.dataset import step_batches, write_jsonl
+from tunesmith.data.pair_batches import collate_pairs, collate_shared_prompt, held_out_shares
 from tunesmith.data.preference import (
     EncodedPair,
-    PreferencePair,
-    encode_pairs,
-    load_preference_pairs,
+    EncodedSplits,
+    PairSplits,
+    encode_pair_splits,
     pairs_hash,
+    read_preference_data,
 )
+from tunesmith.data.split import held_out_note
 from tunesmith.data.templates import template_string
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    grad_sync,
+    shard,
+    wrap_for_training,
+)
 from tunesmith.engine.forward import is_prompt_learning, uses_flash_attention
-from tunesmith.engine.logps import collate_pairs, collate_shared_prompt, sequence_logps
-from tunesmith.engine.metrics_log import MetricsLog, read_metrics
+from tunesmith.engine.logps import LogpsModule, cache_digest, cached_reference
 from tunesmith.engine.optim import build_optimizer, build_scheduler
-from tunesmith.engine.precision import autocast, resolve_precision
-from tunesmith.engine.rundir import new_run_dir, write_run_files
-from tunesmith.engine.tracking import open_metrics_log
+from tunesmith.engine.precision import autocast
+from tunesmith.engine.run import Run
 from tunesmith.engine.trainable import build_trainable_model, due, total_steps
 from tunesmith.errors import UserError
 from tunesmith.losses.dpo import (
@@ -65,19 +79,10 @@ from tunesmith.losses.dpo import (
     reward_stats,
 )
 from tunesmith.models.adapters import parameter_counts
-from tunesmith.models.load import load_tokenizer, pick_device, resolve_model
+from tunesmith.models.load import load_tokenizer, resolve_model
+from tunesmith.models.quantization import quantization_config
 
 __all__ = ["DPOConfig", "DPOResult", "run"]
-
-
-@dataclass
-class PreferenceData:
-    train_pairs: list[PreferencePair]
-    val_pairs: list[PreferencePair]
-    train: list[EncodedPair]
-    val: list[EncodedPair]
-    rejects: list[dict[str, Any]]
-    stats: dict[str, Any]
 
 
 @dataclass
@@ -88,99 +93,40 @@ class DPOResult:
     last_train_loss: float | None
     first_val: dict[str, float] | None  # held-out metrics before training (step 0)
     val: dict[str, float] | None  # held-out metrics of the final weights
+    best_val_loss: float | None = None
+    stopped_early: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- set up
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
-
-
-def _read_pairs(
-    paths: list[str], cfg: PreferenceDataSection, rejects: list[dict[str, Any]]
-) -> list[PreferencePair]:
-    pairs: list[PreferencePair] = []
-    for path in paths:
-        got, bad = load_preference_pairs(path, split=cfg.split, on_error=cfg.on_error)
-        pairs += got
-        rejects += bad
-    return pairs
-
-
-def _hold_out(
-    pairs: list[PreferencePair], cfg: PreferenceDataSection
-) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """``val_fraction`` of the pairs (fixed seed) as the held-out set, the rest for training."""
-    n_val = round(cfg.val_fraction * len(pairs)) if len(pairs) > 1 else 0
-    if cfg.max_val_pairs is not None:
-        n_val = min(n_val, cfg.max_val_pairs)
-    order = list(range(len(pairs)))
-    random.Random(cfg.seed).shuffle(order)
-    held = set(order[:n_val])
-    train = [p for i, p in enumerate(pairs) if i not in held]
-    return train, [pairs[i] for i in sorted(held)]
-
-
-def prepare_preference_data(cfg: PreferenceDataSection, tokenizer: Any) -> PreferenceData:
-    """Read, split and tokenize the pairs; every dropped row is in ``rejects``."""
-    rejects: list[dict[str, Any]] = []
-    train_pairs = _read_pairs(_as_list(cfg.train), cfg, rejects)
-    if cfg.validation is not None:
-        val_pairs = _read_pairs(_as_list(cfg.validation), cfg, rejects)
-        if cfg.max_val_pairs is not None:
-            val_pairs = val_pairs[: cfg.max_val_pairs]
-    else:
-        train_pairs, val_pairs = _hold_out(train_pairs, cfg)
-    if not train_pairs:
-        raise UserError(
-            f"data.train {cfg.train}: no usable preference pair ({len(rejects)} rejected; "
-            "rejects.jsonl in the run dir says why)"
-        )
-    train, cut_train = encode_pairs(train_pairs, tokenizer, cfg.template, cfg.max_length)
-    val, cut_val = encode_pairs(val_pairs, tokenizer, cfg.template, cfg.max_length)
-    stats = {
-        "train_pairs": len(train),
-        "val_pairs": len(val),
-        "rejected": len(rejects),
-        "truncated_train": cut_train,
-        "truncated_val": cut_val,
-        "train_tokens": sum(
-            len(e.prompt_ids) * 2 + len(e.chosen_ids) + len(e.rejected_ids) for e in train
-        ),
-    }
-    return PreferenceData(train_pairs, val_pairs, train, val, rejects, stats)
-
-
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        module.train(was_training)
 
 
 @dataclass
 class Reference:
     """Where reference log-probs come from: ``none`` (reference-free loss), ``adapter_off``
-    (the policy with its adapter disabled), ``frozen_copy`` (full fine-tuning) or a ``cache``
-    of precomputed values (``split -> [N, 2]``, columns chosen and rejected)."""
+    (the policy's step module with its adapter disabled), ``frozen_copy`` (full fine-tuning: a
+    :class:`LogpsModule` over a frozen copy of the base, FSDP-sharded like the policy) or a
+    ``cache`` of precomputed values (``split -> [N, 2]``, columns chosen and rejected)."""
 
     kind: str
-    model: Any = None
+    module: Any = None  # batch -> (logps [2B], lengths [2B])
     cache: dict[str, torch.Tensor] | None = None
 
     def live(self, batch: dict[str, torch.Tensor], precision: str, device: torch.device) -> Any:
         """``[2B]`` reference log-probs of a collated pair batch, computed now (no grad, eval
         mode: deterministic, so a live and a precomputed reference agree)."""
-        off = (
-            self.model.disable_adapter() if self.kind == "adapter_off" else contextlib.nullcontext()
-        )
-        with torch.no_grad(), _eval_mode(self.model), off, autocast(precision, device):
-            return sequence_logps(self.model, batch)[0]
+        with torch.no_grad(), _eval_mode(self.module), autocast(precision, device):
+            return self.module(batch, adapter_off=self.kind == "adapter_off")[0]
 
     def logps(
         self,
@@ -198,36 +144,64 @@ class Reference:
         return self.live(batch, precision, device)
 
 
-def _make_reference(cfg: DPOConfig, model: Any) -> Reference:
+def _make_reference(cfg: DPOConfig, step_module: Any, frozen: Any, run: Run) -> Reference:
     if cfg.dpo.loss in REFERENCE_FREE:
         return Reference("none")
-    if cfg.adapter.type != "full":
-        return Reference("adapter_off", model)
+    if frozen is None:
+        return Reference("adapter_off", step_module)
+    module = LogpsModule(frozen)  # every rank in every forward under FSDP, as the policy
+    if cfg.train.parallel == "fsdp":
+        module = wrap_for_training(module, frozen, run.dist, run.device, "fsdp")
+    return Reference("frozen_copy", module)
+
+
+def _frozen_copy(cfg: DPOConfig, model: Any) -> Any:
+    """Full fine-tuning's reference: the base weights, frozen (taken before any sharding)."""
+    if cfg.dpo.loss in REFERENCE_FREE or cfg.adapter.type != "full":
+        return None
     frozen = copy.deepcopy(model)
     frozen.requires_grad_(False)
-    return Reference("frozen_copy", frozen.eval())
+    return frozen.eval()
 
 
 @dataclass
 class Setup:
     cfg: DPOConfig
-    run_dir: Path
-    device: torch.device
-    precision: str
+    run: Run
     model: Any
     tokenizer: Any
-    data: PreferenceData
+    data: EncodedSplits
     reference: Reference
     total_steps: int
+    step_module: Any  # LogpsModule(model): alone, DDP-replicated or FSDP-sharded across ranks
     layout: str = "padded"
+    last_val: tuple[int, dict[str, float] | None] | None = None  # (step, held-out metrics)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision
+
+    @property
+    def dist(self) -> DistInfo:
+        return self.run.dist
 
     def collate(self, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
         """One micro-batch of pairs in the run's layout, on the run's device."""
         pad = self.tokenizer.pad_token_id
         if self.layout == "shared_prompt":
             capacity = self.cfg.data.max_length if self.cfg.dpo.pack_pairs else None
-            return _to(collate_shared_prompt(pairs, pad, capacity), self.device)
-        return _to(collate_pairs(pairs, pad), self.device)
+            batch = collate_shared_prompt(pairs, pad, capacity)
+        else:
+            batch = collate_pairs(pairs, pad)
+        return {k: v.to(self.device) for k, v in batch.items()}
 
 
 def _layout(cfg: DPOConfig, model: Any) -> tuple[str, str]:
@@ -247,41 +221,79 @@ def _layout(cfg: DPOConfig, model: Any) -> tuple[str, str]:
     return "shared_prompt", "auto"
 
 
-def setup(cfg: DPOConfig) -> Setup:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("dpo runs in a single process; launch it without torchrun")
-    device = pick_device(cfg.train.device)
+def _read_data(
+    cfg: DPOConfig, run: Run, skip_preflight: bool
+) -> tuple[Path, Any, PairSplits, EncodedSplits]:
+    """Base model path, tokenizer, the pairs as read and as token ids (pre-flight checked)."""
+    if run.dist.is_main:  # a GGUF is converted once, by rank 0, before the others read the cache
+        resolve_model(cfg.model.name_or_path)
+    barrier(run.dist)
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
-    data = prepare_preference_data(cfg.data, tokenizer)  # bad data fails before the run dir
-    run_dir = new_run_dir(cfg)
-    write_jsonl(run_dir / "rejects.jsonl", data.rejects)
-    write_jsonl(run_dir / "data" / "val.jsonl", [p.to_json() for p in data.val_pairs])
-    model = build_trainable_model(cfg, model_path, device)
+    d = cfg.data
+    splits = read_preference_data(
+        d.train,
+        d.validation,
+        split=d.split,
+        on_error=d.on_error,
+        val_fraction=d.val_fraction,
+        max_val=d.max_val_pairs,
+        seed=d.seed,
+    )
+    data = encode_pair_splits(splits, tokenizer, d.template, d.max_length)
+    # Pre-flight of the pairs (checks/pairs.py); `tunesmith doctor` explains, --skip-preflight
+    # overrides.
+    if not skip_preflight:
+        checks = preflight_pairs(
+            splits.train, tokenizer, cfg, rejects=splits.rejects, encoded=data.train
+        )
+        if failures := [f"{c.name}: {c.detail}" for c in checks if c.failed]:
+            raise PreflightError(failures)
+    return model_path, tokenizer, splits, data
+
+
+def setup(cfg: DPOConfig, skip_preflight: bool = False) -> Setup:
+    quantization_config(cfg.model.quantization, torch.float32)  # backend missing: fail first
+    run = Run.start(cfg)
+    with run.preparing():  # bad data: refused before anything is written
+        model_path, tokenizer, splits, data = _read_data(cfg, run, skip_preflight)
+    if run.dist.is_main:
+        write_jsonl(run.run_dir / "rejects.jsonl", splits.rejects)
+        write_jsonl(run.run_dir / "data" / "val.jsonl", [p.to_json() for p in splits.val])
+        if note := held_out_note(len(data.val), "pairs"):
+            print(note, flush=True)
+    model = build_trainable_model(cfg, model_path, run.device)
     trainable, total = parameter_counts(model)
-    reference = _make_reference(cfg, model)
     layout, why = _layout(cfg, model)
-    extra = {"base_model": str(model_path), "data": data.stats, "trainable_params": trainable}
-    write_run_files(run_dir, cfg, _as_list(cfg.data.train) + _as_list(cfg.data.validation), extra)
-    print(
-        f"[tunesmith] run dir {run_dir}\n[tunesmith] dpo loss={cfg.dpo.loss} beta={cfg.dpo.beta}"
-        f" reference={reference.kind}{' (precomputed)' if cfg.dpo.precompute_ref else ''};"
-        f" layout={layout} ({why});"
-        f" trainable params {trainable:,} / {total:,}; data {data.stats}",
-        flush=True,
+    frozen = _frozen_copy(cfg, model)
+    step_module = wrap_for_training(
+        LogpsModule(model), model, run.dist, run.device, cfg.train.parallel
+    )
+    reference = _make_reference(cfg, step_module, frozen, run)
+    files = [*_file_list(cfg.data.train), *_file_list(cfg.data.validation)]
+    run.announce(
+        files,
+        {"base_model": str(model_path), "data": data.stats, "trainable_params": trainable},
+        f"dpo loss={cfg.dpo.loss} beta={cfg.dpo.beta} reference={reference.kind}"
+        f"{' (precomputed)' if cfg.dpo.precompute_ref else ''}; layout={layout} ({why}); "
+        f"trainable params {trainable:,} / {total:,}; processes {run.dist.world}"
+        f"{f' ({cfg.train.parallel})' if run.dist.enabled else ''}; data {data.stats}",
     )
     return Setup(
         cfg=cfg,
-        run_dir=run_dir,
-        device=device,
-        precision=resolve_precision(cfg.train.precision, device),
+        run=run,
         model=model,
         tokenizer=tokenizer,
         data=data,
         reference=reference,
-        total_steps=total_steps(cfg.train, len(data.train)),
+        total_steps=total_steps(cfg.train, len(data.train), run.dist.world),
+        step_module=step_module,
         layout=layout,
     )
+
+
+def _file_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 # ----------------------------------------------------------------------------- reference cache
@@ -306,28 +318,19 @@ def _cache_path(s: Setup) -> Path:
     return s.run_dir / f"ref_logps-{key}.pt"
 
 
-def precompute_reference(s: Setup) -> dict[str, torch.Tensor]:
-    """Reference log-probs ``[N, 2]`` of every train and held-out pair, computed once (or read
-    back from the run dir's cache when the data hash matches)."""
-    path = _cache_path(s)
-    if path.is_file():
-        return dict(torch.load(path, map_location="cpu"))
+def _compute_reference(s: Setup) -> dict[str, torch.Tensor]:
+    """Reference log-probs ``[N, 2]`` of every train and held-out pair. Every rank computes all
+    of them, in the same micro-batches (FSDP needs every rank in every forward)."""
     out: dict[str, torch.Tensor] = {}
     size = s.cfg.train.micro_batch_size
     for split, pairs in (("train", s.data.train), ("val", s.data.val)):
         rows = []
-        for start in tqdm(range(0, len(pairs), size), desc=f"reference log-probs ({split})"):
-            chunk = pairs[start : start + size]
-            batch = s.collate(chunk)
-            logps = s.reference.live(batch, s.precision, s.device).float().cpu()
-            rows.append(torch.stack(logps.chunk(2), dim=1))  # [b, 2]
+        starts = range(0, len(pairs), size)
+        for start in tqdm(starts, desc=f"reference ({split})", disable=not s.dist.is_main):
+            logps = s.reference.live(s.collate(pairs[start : start + size]), s.precision, s.device)
+            rows.append(torch.stack(logps.float().cpu().chunk(2), dim=1))  # [b, 2]
         out[split] = torch.cat(rows) if rows else torch.zeros(0, 2)
-    torch.save(out, path)
     return out
-
-
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- loss and metrics
@@ -346,19 +349,26 @@ def _loss(cfg: DPOConfig, lp: PairLogps) -> torch.Tensor:
     return preference_loss(d.loss, lp, d.beta, d.label_smoothing, d.simpo_gamma, d.orpo_lambda)
 
 
-def _detach(lp: PairLogps) -> PairLogps:
+def _detach(lp: PairLogps, keep: int | None = None) -> PairLogps:
+    """A CPU float copy of ``lp`` (its first ``keep`` pairs)."""
+
     def det(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.detach().float().cpu()
+        return None if t is None else t[:keep].detach().float().cpu()
 
     return PairLogps(*(det(getattr(lp, f)) for f in PairLogps.__dataclass_fields__))  # type: ignore[arg-type]
 
 
-def _concat(parts: list[PairLogps]) -> PairLogps:
+def _concat(parts: Sequence[PairLogps]) -> PairLogps:
     def cat(name: str) -> torch.Tensor | None:
         values = [getattr(p, name) for p in parts]
         return None if values[0] is None else torch.cat(values)
 
     return PairLogps(*(cat(f) for f in PairLogps.__dataclass_fields__))  # type: ignore[arg-type]
+
+
+def _all_pairs(parts: Sequence[PairLogps], info: DistInfo) -> PairLogps:
+    """Every rank's pairs (rank order): metrics are those of the global step or held-out set."""
+    return _concat([PairLogps(**d) for d in gather_objects(asdict(_concat(parts)), info)])
 
 
 def pair_metrics(cfg: DPOConfig, lp: PairLogps) -> dict[str, float]:
@@ -396,153 +406,164 @@ def pair_metrics(cfg: DPOConfig, lp: PairLogps) -> dict[str, float]:
 def train_step(
     s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, micro: list[list[int]]
 ) -> dict[str, float]:
-    """One optimizer step over ``grad_accum`` micro-batches of pair indices.
+    """One optimizer step over ``grad_accum`` micro-batches of pair indices (this rank's share).
 
-    Each micro-batch's summed pair losses are divided by the step's pair count, so the gradient
-    is that of the mean pair loss over the step however it is split.
+    With P the step's pairs over every rank and W the processes, each micro-batch's summed pair
+    losses are scaled by W / P: DDP/FSDP average the gradients over ranks, so the gradient is
+    that of the mean pair loss over the global step however it is split. Metrics are those of
+    every rank's pairs.
     """
-    n_pairs = sum(len(idx) for idx in micro)
+    n_pairs = all_reduce_sum(float(sum(len(idx) for idx in micro)), s.dist, s.device)
+    scale = s.dist.world / n_pairs
     parts: list[PairLogps] = []
     positions = 0
-    for idx in micro:
-        batch = s.collate([s.data.train[i] for i in idx])
+    for i, idx in enumerate(micro):
+        batch = s.collate([s.data.train[j] for j in idx])
         positions += batch["input_ids"].numel()
         ref = s.reference.logps(batch, "train", idx, s.precision, s.device)
-        with autocast(s.precision, s.device):
-            logps, lengths = sequence_logps(s.model, batch)  # one forward: chosen and rejected
-        lp = _pair_logps(logps, lengths, ref)
-        (_loss(s.cfg, lp).sum() / n_pairs).backward()
+        with grad_sync(s.step_module, on=i == len(micro) - 1):
+            with autocast(s.precision, s.device):
+                logps, lengths = s.step_module(batch)  # one forward: chosen and rejected
+            lp = _pair_logps(logps, lengths, ref)
+            (_loss(s.cfg, lp).sum() * scale).backward()
         parts.append(_detach(lp))
     params = [p for p in s.model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, s.cfg.optim.max_grad_norm or math.inf)
-    lr = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    tail = s.run.optimizer_step(params, optimizer, scheduler)
     return {
-        **pair_metrics(s.cfg, _concat(parts)),
-        "grad_norm": float(norm),
-        "lr": lr,
+        **pair_metrics(s.cfg, _all_pairs(parts, s.dist)),
+        **tail,
         "pairs": n_pairs,
-        "input_positions": positions,
+        "input_positions": all_reduce_sum(float(positions), s.dist, s.device),
     }
 
 
 def evaluate(s: Setup) -> dict[str, float] | None:
-    """Metrics of :func:`pair_metrics` over all held-out pairs (no grad, eval mode)."""
+    """Metrics of :func:`pair_metrics` over all held-out pairs (no grad, eval mode), each rank
+    computing its share."""
     if not s.data.val:
         return None
-    size = s.cfg.train.micro_batch_size
     parts: list[PairLogps] = []
-    with torch.no_grad(), _eval_mode(s.model):
-        starts = range(0, len(s.data.val), size)
-        for start in tqdm(starts, desc="held-out pairs", unit="batch", leave=False):
-            idx = list(range(start, min(start + size, len(s.data.val))))
+    with torch.no_grad(), _eval_mode(s.step_module):
+        shares = held_out_shares(
+            len(s.data.val), s.cfg.train.micro_batch_size, s.dist.rank, s.dist.world
+        )
+        for idx, keep in shares:
             batch = s.collate([s.data.val[i] for i in idx])
             ref = s.reference.logps(batch, "val", idx, s.precision, s.device)
             with autocast(s.precision, s.device):
-                logps, lengths = sequence_logps(s.model, batch)
-            parts.append(_detach(_pair_logps(logps, lengths, ref)))
-    return pair_metrics(s.cfg, _concat(parts))
+                logps, lengths = s.step_module(batch)
+            parts.append(_detach(_pair_logps(logps, lengths, ref), keep))
+    return pair_metrics(s.cfg, _all_pairs(parts, s.dist))
 
 
 # ----------------------------------------------------------------------------- bookkeeping
 
 
-def _save_export(s: Setup, out: Path) -> None:
-    """A directory that loads with plain transformers / peft, tokenizer and template included."""
+def _save_export(s: Setup, out: Path) -> Path:
+    """A directory that loads with plain transformers / peft, tokenizer and template included.
+    Every rank calls it (FSDP gathers the weights); rank 0 writes."""
     s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
-    tmp = ckpt.atomic_dir(out)
-    try:
-        ckpt.export_model(s.model, tmp, s.tokenizer)
-        (tmp / "tunesmith_config.yaml").write_text((s.run_dir / "config.yaml").read_text())
-        ckpt.commit_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return s.run.export_model(out, s.model, s.tokenizer, s.step_module)
 
 
-def _restore(s: Setup, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
-    """Weights, optimizer, schedule and RNG of the run's latest checkpoint; its step (0: none).
-    The reference needs nothing: a frozen copy was taken from the base before this load, and
-    a precomputed cache is found again by its key."""
-    found = ckpt.list_checkpoints(s.run_dir)
-    if not found:
-        print(f"[tunesmith] no checkpoint in {s.run_dir}; starting from step 0", flush=True)
-        return 0
-    step, path = found[-1]
-    saved = ckpt.load_state(path)
-    ckpt.load_trainable(s.model, path)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    ckpt.set_rng_state(saved["rng"][0])
-    metrics = s.run_dir / "metrics.jsonl"
-    if metrics.is_file():  # drop what the interrupted run logged after its checkpoint
-        write_jsonl(metrics, [r for r in read_metrics(metrics) if r.get("step", 0) <= step])
-    print(f"[tunesmith] resumed from {path} (step {step})", flush=True)
-    return step
-
-
-def _log_eval(s: Setup, step: int, log: MetricsLog) -> dict[str, float] | None:
+def _log_eval(s: Setup) -> dict[str, float] | None:
+    """Held-out metrics of the current weights, logged (and printed by rank 0)."""
+    step = s.run.state.step
     metrics = evaluate(s)
+    s.last_val = (step, metrics)
     if metrics is not None:
-        log.write({"step": step, "split": "val", **metrics})
-        print(
-            f"[tunesmith] step {step} held-out: loss {metrics['loss']:.4f} reward accuracy "
-            f"{metrics['accuracy']:.3f} margin {metrics['margin']:.4f} avg-logp accuracy "
-            f"{metrics['avg_logp_accuracy']:.3f}",
-            flush=True,
-        )
+        s.run.write({"step": step, "split": "val", **metrics})
+        if s.dist.is_main:
+            print(
+                f"[tunesmith] step {step} held-out: loss {metrics['loss']:.4f} reward accuracy "
+                f"{metrics['accuracy']:.3f} margin {metrics['margin']:.4f} avg-logp accuracy "
+                f"{metrics['avg_logp_accuracy']:.3f}",
+                flush=True,
+            )
     return metrics
+
+
+def _evaluate(s: Setup) -> bool:
+    """Held-out evaluation; ``best/`` keeps the lowest held-out loss; True: stop early."""
+    metrics = _log_eval(s)
+    loss = None if metrics is None else metrics["loss"]
+    return s.run.evaluated(loss, lambda out: _save_export(s, out))
+
+
+def _report_step(s: Setup, m: dict[str, float], bar: Any) -> None:
+    """metrics.jsonl and the progress bar for one step."""
+    step = s.run.state.step
+    if step % s.cfg.train.log_every == 0 or step == s.total_steps:
+        s.run.write({"step": step, "split": "train", **m})
+    bar.set_postfix(
+        loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.2f}", margin=f"{m['margin']:.3f}"
+    )
+    bar.update(1)
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
 def run(cfg: DPOConfig, skip_preflight: bool = False) -> DPOResult:
-    """Train with the configured preference loss; ``skip_preflight`` is accepted for the CLI
-    (preference data has no SFT pre-flight checks)."""
-    s = setup(cfg)
-    if cfg.dpo.precompute_ref and s.reference.kind != "none":
-        s.reference.cache = precompute_reference(s)
+    """Train with the configured preference loss (``skip_preflight``: train even when a pair
+    pre-flight check fails)."""
+    s = setup(cfg, skip_preflight)
+    run, info = s.run, s.dist
     optimizer = build_optimizer(s.model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
-    step = _restore(s, optimizer, scheduler) if cfg.train.resume else 0
+    if cfg.train.resume:
+        run.restore(s.model, optimizer, scheduler, s.step_module)
+    state = run.state
+    if cfg.dpo.precompute_ref and s.reference.kind != "none":
+        path, compute = _cache_path(s), lambda: _compute_reference(s)
+        s.reference.cache = cached_reference(path, compute, state.method.get("ref_logps"), info)
+        state.method["ref_logps"] = cache_digest(s.reference.cache)
+    # One step = grad_accum rounds of (micro_batch_size x world) pairs; each rank takes its share.
     batches = step_batches(
         len(s.data.train),
         cfg.train.seed,
-        cfg.train.micro_batch_size,
+        cfg.train.micro_batch_size * info.world,
         cfg.train.grad_accum,
-        start_step=step,
+        start_step=state.step,
     )
-    log = open_metrics_log(s.run_dir, cfg)  # metrics.jsonl (+ tracking.backends)
-    evaluate_first = cfg.train.eval_every is not None and step == 0
-    first_val = _log_eval(s, 0, log) if evaluate_first else None
-    last_val: tuple[int, dict[str, float] | None] = (0, first_val)
-    bar = tqdm(total=s.total_steps, initial=step, desc="dpo", unit="step", dynamic_ncols=True)
-    last_loss = None
-    while step < s.total_steps:
-        t0 = time.perf_counter()
-        m = train_step(s, optimizer, scheduler, next(batches))
-        step += 1
+    run.open_log()
+    first_val = _log_eval(s) if cfg.train.eval_every is not None and state.step == 0 else None
+    bar = tqdm(
+        total=s.total_steps,
+        initial=state.step,
+        desc="dpo",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not info.is_main,
+    )
+    stopped_early, last_loss = False, None
+    while state.step < s.total_steps and not stopped_early:
+        t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted
+        m = train_step(s, optimizer, scheduler, [shard(mb, info) for mb in next(batches)])
+        state.step += 1
         last_loss = m["loss"]
         m["step_seconds"] = time.perf_counter() - t0
-        if step % cfg.train.log_every == 0 or step == s.total_steps:
-            log.write({"step": step, "split": "train", **m})
-        bar.set_postfix(
-            loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.2f}", margin=f"{m['margin']:.3f}"
-        )
-        bar.update(1)
-        if due(step, cfg.train.eval_every, s.total_steps):
-            last_val = (step, _log_eval(s, step, log))
-        if due(step, cfg.train.save_every, s.total_steps):
-            state = {"step": step, "last_train_loss": last_loss}
-            ckpt.save_checkpoint(
-                s.run_dir, step, s.model, optimizer, scheduler, state, cfg.train.keep_last
-            )
+        _report_step(s, m, bar)
+        if due(state.step, cfg.train.eval_every, s.total_steps):
+            stopped_early = _evaluate(s)
+        if due(state.step, cfg.train.save_every, s.total_steps):
+            run.checkpoint(s.model, optimizer, scheduler, s.step_module)
+        run.crash_point()
     bar.close()
-    final = s.run_dir / "final"
-    _save_export(s, final)
-    val = last_val[1] if last_val[0] == step else _log_eval(s, step, log)
-    log.write({"step": step, "split": "final", **(val or {})})
-    log.close()
-    return DPOResult(s.run_dir, final, step, last_loss, first_val, val, s.data.stats)
+    final = _save_export(s, s.run_dir / "final")
+    fresh = s.last_val is not None and s.last_val[0] == state.step
+    val = s.last_val[1] if fresh and s.last_val is not None else _log_eval(s)
+    run.write({"step": state.step, "split": "final", **(val or {})})
+    run.finish()
+    best = state.best_metric if state.best_step else None
+    return DPOResult(
+        run_dir=s.run_dir,
+        final_dir=final,
+        steps=state.step,
+        last_train_loss=last_loss,
+        first_val=first_val,
+        val=val,
+        best_val_loss=best if best is None else float(best),
+        stopped_early=stopped_early,
+        stats=s.data.stats,
+    )
