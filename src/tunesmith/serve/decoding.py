@@ -90,7 +90,7 @@ def decode_batch(host: ModelHost, jobs: list[Job], eos: set[int]) -> int:
             input_ids=torch.tensor(tokens, device=host.device)[:, None],
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=cache,
+            cache=cache,
         )
         steps += 1
     return steps

@@ -128,4 +128,4 @@ class ModelHost:
         if self.adapters:
             extra["adapter_names"] = [m if m in self.adapters else BASE_ROW for m in rows_models]
         out = self.model(**inputs, **extra, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return out.logits[:, -1, :].float(), out.cache
