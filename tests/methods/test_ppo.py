@@ -1,6 +1,7 @@
 """PPO through the CLI on the tiny model with a toy reward model: a few iterations run and log
-finite metrics; a reward model with another tokenizer, or a path that is not a reward model,
-is refused before training; fields PPO does not read are refused by the config."""
+finite metrics; held-out evaluations run at their steps, best/ loads and early stopping stops;
+a reward model with another tokenizer, or a path that is not a reward model, is refused before
+training; fields PPO does not read are refused by the config."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from tests.helpers.preference_data import write_pairs
 from tests.helpers.runs import write_config
@@ -19,6 +24,7 @@ from tests.helpers.tiny_tokenizer import make_tiny_tokenizer
 from tunesmith.cli import main
 from tunesmith.config import load_config
 from tunesmith.data.completion_batches import collate_prompt_response
+from tunesmith.data.split import held_out_note
 from tunesmith.errors import UserError
 from tunesmith.methods.ppo import check_world
 
@@ -32,6 +38,7 @@ PPO_KEYS = (
     "response_length",
     "kl_coef",
 )
+VAL_KEYS = ("reward_mean", "reward_std", "completion_length")
 
 
 def train_toy_reward_model(tmp: Path, model: Path) -> tuple[Path, Path]:
@@ -85,13 +92,27 @@ def ppo_config(
     return cfg
 
 
+def records(run_dir: Path, split: str) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("split") == split]
+
+
+def summary(out: str) -> dict[str, Any]:
+    """The result `tunesmith train` prints last (a JSON object)."""
+    return json.loads(out[out.rindex("\n{\n") + 1 :])
+
+
 def test_ppo_runs_and_logs_finite_metrics(
-    tiny_llama: Path, toy: tuple[Path, Path], tmp_path: Path
+    tiny_llama: Path, toy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rm, prompts = toy
-    assert main(["train", str(ppo_config(tmp_path, tiny_llama, prompts, rm))]) == 0
+    cfg = ppo_config(tmp_path, tiny_llama, prompts, rm, train={"eval_every": 2})
+    assert main(["train", str(cfg)]) == 0
+    result = summary(capsys.readouterr().out)
     run = tmp_path / "runs" / "run"
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    env = json.loads((run / "env.json").read_text())
+    assert (env["prompts"], env["val_prompts"]) == (22, 2)  # 24 prompts, val_fraction 0.1
+    rows = records(run, "train")
     assert [r["step"] for r in rows] == [1, 2, 3]
     for r in rows:
         for key in PPO_KEYS:
@@ -110,6 +131,62 @@ def test_ppo_runs_and_logs_finite_metrics(
     assert (run / "final" / "value_head.safetensors").is_file()
     assert (run / "final" / "tunesmith_config.yaml").is_file()
     assert (run / "rejects.jsonl").read_text() == ""
+
+    # held out: the untrained policy (step 0), every eval_every iterations and the last one
+    val = records(run, "val")
+    assert [r["step"] for r in val] == [0, 2, 3]
+    for r in val:
+        assert r["n"] == 2
+        for key in VAL_KEYS:
+            assert math.isfinite(r[key]), (key, r)
+        assert 1 <= r["completion_length"] <= 6
+    rewards = {r["step"]: r["reward_mean"] for r in val}
+    assert result["val_reward_first"] == rewards[0] and result["val_reward_last"] == rewards[3]
+    # best/ is the best of the tracked evaluations (step 0 is only the baseline)
+    assert result["best_step"] in (2, 3) and result["best_val_reward"] == max(
+        rewards[2], rewards[3]
+    )
+    best = run / "best"
+    head = load_file(str(best / "value_head.safetensors"))
+    assert head["weight"].shape == (1, 32) and head["bias"].shape == (1,)
+    adapter = load_file(str(best / "adapter_model.safetensors"))
+    final = load_file(str(run / "final" / "adapter_model.safetensors"))
+    same = all(torch.equal(adapter[k], final[k]) for k in final)
+    assert same == (result["best_step"] == 3)  # best/ holds the weights of its step
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), best)
+    assert any(torch.count_nonzero(p) for n, p in policy.named_parameters() if "lora_B" in n)
+    assert (best / "tunesmith_config.yaml").is_file() and (best / "tokenizer_config.json").is_file()
+
+
+def test_early_stopping_ends_a_run_whose_held_out_reward_stops_improving(
+    tiny_llama: Path, toy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A learning rate of 1e-30 leaves every greedy reply, and so the held-out reward, as it
+    was: the second evaluation is no improvement, and patience 1 ends the run there. Held-out
+    prompts come from data.validation (capped by max_val_examples); train keeps all of its."""
+    rm, prompts = toy
+    cfg = ppo_config(
+        tmp_path,
+        tiny_llama,
+        prompts,
+        rm,
+        data={"validation": str(prompts), "max_val_examples": 3},
+        train={"max_steps": 5, "eval_every": 1, "early_stopping_patience": 1},
+        optim={"lr": 1e-30},
+    )
+    assert main(["train", str(cfg)]) == 0
+    result = summary(capsys.readouterr().out)
+    run = tmp_path / "runs" / "run"
+    env = json.loads((run / "env.json").read_text())
+    assert (env["prompts"], env["val_prompts"]) == (24, 3)
+    assert [r["step"] for r in records(run, "train")] == [1, 2]
+    val = records(run, "val")
+    assert [r["step"] for r in val] == [0, 1, 2]
+    assert len({r["reward_mean"] for r in val}) == 1  # the premise: nothing improved
+    assert len({r["samples_sha256"] for r in val}) == 1
+    assert result["stopped_early"] is True and result["steps"] == 2 and result["best_step"] == 1
+    assert (run / "best" / "adapter_model.safetensors").is_file()
+    assert (run / "final" / "value_head.safetensors").is_file()
 
 
 def test_tokenizer_mismatch_is_refused(
@@ -136,7 +213,7 @@ def test_not_a_reward_model_is_refused(
 
 
 def test_chat_prompts_drop_their_reply_and_bad_rows_go_to_rejects(
-    tiny_llama: Path, toy: tuple[Path, Path], tmp_path: Path
+    tiny_llama: Path, toy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rm, _ = toy
     chat = tmp_path / "chat.jsonl"
@@ -152,20 +229,28 @@ def test_chat_prompts_drop_their_reply_and_bad_rows_go_to_rejects(
     rows.append({"messages": [{"role": "assistant", "content": "no user turn"}]})
     chat.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = ppo_config(
-        tmp_path, tiny_llama, chat, rm, data={"on_error": "skip"}, train={"max_steps": 1}
+        tmp_path,
+        tiny_llama,
+        chat,
+        rm,
+        data={"on_error": "skip", "val_fraction": 0},
+        train={"max_steps": 1},
     )
     assert main(["train", str(cfg)]) == 0
     run = tmp_path / "runs" / "run"
     rejects = [json.loads(x) for x in (run / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["field"]) for r in rejects] == [(5, "messages")]
     assert json.loads((run / "env.json").read_text())["prompts"] == 4
+    # nothing held out: said out loud, and no evaluation or best/
+    note = held_out_note(0, "prompts")
+    assert note is not None and note in capsys.readouterr().out
+    assert records(run, "val") == [] and not (run / "best").exists()
 
 
 @pytest.mark.parametrize(
     ("override", "named"),
     [
         ("data.packing=true", "packing"),
-        ("train.eval_every=2", "eval_every"),
         ("train.micro_batch_size=2", "micro_batch_size"),
         ("train.parallel=fsdp", "fsdp"),
         ("lora.dropout=0.1", "lora.dropout"),

@@ -2,8 +2,9 @@
 
 One training *step* is one PPO iteration (``train.max_steps`` counts iterations). The sections
 hold only what PPO reads: the prompts come through the one prompt reader (no packing, replay or
-loss masks), there is no held-out evaluation (so no ``eval_every`` or early stopping), and the
-policy is LoRA on the unquantized base model, whose adapter switched off is the reference.
+loss masks), the held-out evaluation scores greedy replies to held-out prompts with the reward
+model (``eval_every``, ``best/``, early stopping), and the policy is LoRA on the unquantized base
+model, whose adapter switched off is the reference.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class PPODataSection(Section):
         ...,
         description="Prompt file(s): jsonl, json, csv, parquet or a saved `datasets` directory.",
     )
+    validation: list[str] | None = Field(
+        None,
+        description="Held-out prompt file(s): the policy's greedy replies to them are scored by "
+        "the reward model. When absent, `val_fraction` of train is held out with a fixed seed.",
+    )
     split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
     template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
         "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
@@ -42,8 +48,15 @@ class PPODataSection(Section):
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
     )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_examples: int | None = Field(
+        200, ge=1, description="At most this many held-out prompts (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split (train.seed orders prompts).")
 
-    @field_validator("train", mode="before")
+    @field_validator("train", "validation", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -73,6 +86,18 @@ class PPOTrainSection(Section):
     save_every: int | None = Field(None, ge=1, description="Iterations between checkpoints.")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     log_every: int = Field(1, ge=1, description="Iterations between metrics lines.")
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="Iterations between held-out evaluations (greedy replies scored by the reward "
+        "model) that pick best/; the untrained policy and the last iteration are always evaluated.",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a higher held-out reward "
+        "(best/ holds the policy of the highest one).",
+    )
     resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
 
 

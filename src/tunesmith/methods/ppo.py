@@ -11,7 +11,11 @@ The algorithm, top to bottom, once per iteration (``train.max_steps`` iterations
      whole iteration;
   4. ``ppo.epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef x clipped
      value loss, one AdamW step per minibatch;
-  5. the adaptive KL controller moves beta towards ``ppo.kl_target`` (or beta stays fixed).
+  5. the adaptive KL controller moves beta towards ``ppo.kl_target`` (or beta stays fixed);
+  6. every ``train.eval_every`` iterations and after the last (and once before the first, as the
+     baseline): greedy replies to the held-out prompts (``data.validation``, else the shared
+     held-out split of the training prompts), scored by the reward model; their mean reward
+     (higher is better) picks ``best/`` and drives early stopping.
 Dropout is off throughout (the model stays in eval mode), so the first minibatch's ratio is 1.
 
 Under ``torchrun`` each rank samples, scores and runs GAE on its share of the iteration's prompts;
@@ -20,8 +24,9 @@ KL controller see global values), each minibatch is split across the ranks and D
 gradients of the loss, scaled so that the average is the minibatch's token mean. Prompt k of
 iteration s is sampled with its own seed ``derive_seed(train.seed, s, k)`` and the minibatch
 order is seeded by ``(train.seed, s)``: two processes follow one process's trajectory, and a
-resumed run its uninterrupted one. ``final/`` holds the policy adapter (loads with peft), the
-tokenizer and ``value_head.safetensors``.
+resumed run its uninterrupted one. Each rank answers a contiguous share of the held-out
+prompts and the scores are gathered, so every rank sees the same evaluation. ``final/`` and
+``best/`` hold the policy adapter (loads with peft), the tokenizer and ``value_head.safetensors``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +51,7 @@ from tunesmith.config.ppo import PPOConfig
 from tunesmith.data.completion_batches import collate_prompt_response
 from tunesmith.data.dataset import step_batches, write_jsonl
 from tunesmith.data.prompts import PromptRecord, read_prompts
+from tunesmith.data.split import cap_held_out, held_out_note, hold_out
 from tunesmith.data.templates import encode_prompt, template_string
 from tunesmith.engine.distributed import (
     all_reduce_sum,
@@ -81,9 +88,14 @@ class PPOResult:
     run_dir: Path
     final_dir: Path
     steps: int
-    reward_first: float | None
+    reward_first: float | None  # rollout reward of the first and last iterations
     reward_last: float | None
     kl_last: float | None
+    val_reward_first: float | None = None  # held-out greedy reward before training
+    val_reward_last: float | None = None  # ... after the last iteration
+    best_val_reward: float | None = None  # the best one of train.eval_every's (best/)
+    best_step: int | None = None
+    stopped_early: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,7 +142,8 @@ class Setup:
     step_module: torch.nn.Module  # the same, DDP-wrapped across ranks: what the update calls
     tokenizer: Any
     rm: RewardModel
-    prompts: list[PromptRecord]
+    prompts: list[PromptRecord]  # training prompts
+    val: list[PromptRecord]  # held-out prompts
     iterations: int
 
 
@@ -179,9 +192,51 @@ def setup(cfg: PPOConfig, skip_preflight: bool = False) -> Setup:
         tokenizer = load_tokenizer(model_path)
         if (same := check_reward_model(cfg.ppo.reward_model, tokenizer)).failed:
             raise RewardModelError(f"ppo.reward_model: {same.detail}")  # it scores our token ids
-        d = cfg.data
-        prompts = read_prompts(
-            d.train,
+        prompts, val = read_prompt_splits(cfg, tokenizer, rejects)
+        model = _policy(cfg, model_path, run.device)
+        if not skip_preflight:  # `tunesmith doctor` explains; --skip-preflight overrides
+            preflight(cfg, prompts, tokenizer, model)
+    head = torch.nn.Linear(model.config.hidden_size, 1).to(run.device)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    if run.dist.is_main:
+        write_jsonl(run.run_dir / "rejects.jsonl", rejects)
+        if note := held_out_note(len(val), "prompts"):
+            print(note, flush=True)
+    trainable, total = parameter_counts(model)
+    run.announce(
+        list(cfg.data.train) + list(cfg.data.validation or []),
+        {
+            "base_model": str(model_path),
+            "prompts": len(prompts),
+            "val_prompts": len(val),
+            "rejects": len(rejects),
+            "trainable_params": trainable,
+        },
+        f"ppo: {len(prompts)} prompts, {len(val)} held out ({len(rejects)} rows rejected, see "
+        f"rejects.jsonl), trainable params {trainable:,} / {total:,} (+ value head), reward model "
+        f"{cfg.ppo.reward_model}, processes {run.dist.world}",
+    )
+    policy = PolicyValue(model, head, run.precision, cfg.ppo.temperature)
+    step_module = wrap_for_training(policy, model, run.dist, run.device, cfg.train.parallel)
+    iterations = cfg.train.max_steps or max(
+        1, math.ceil(cfg.train.epochs * len(prompts) / cfg.ppo.prompts_per_iteration)
+    )
+    return Setup(
+        cfg, run, model, head, policy, step_module, tokenizer, rm, prompts, val, iterations
+    )
+
+
+def read_prompt_splits(
+    cfg: PPOConfig, tokenizer: Any, rejects: list[dict[str, Any]]
+) -> tuple[list[PromptRecord], list[PromptRecord]]:
+    """(training, held-out) prompts: the validation files, else the shared held-out split of
+    the training prompts (:func:`tunesmith.data.split.hold_out`), capped at max_val_examples."""
+    d = cfg.data
+
+    def read(paths: list[str]) -> list[PromptRecord]:
+        return read_prompts(
+            paths,
             tokenizer,
             d.template,
             d.system_prompt,
@@ -191,33 +246,10 @@ def setup(cfg: PPOConfig, skip_preflight: bool = False) -> Setup:
             on_error=d.on_error,
             rejects=rejects,
         )
-        model = _policy(cfg, model_path, run.device)
-        if not skip_preflight:  # `tunesmith doctor` explains; --skip-preflight overrides
-            preflight(cfg, prompts, tokenizer, model)
-    head = torch.nn.Linear(model.config.hidden_size, 1).to(run.device)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    if run.dist.is_main:
-        write_jsonl(run.run_dir / "rejects.jsonl", rejects)
-    trainable, total = parameter_counts(model)
-    run.announce(
-        list(cfg.data.train),
-        {
-            "base_model": str(model_path),
-            "prompts": len(prompts),
-            "rejects": len(rejects),
-            "trainable_params": trainable,
-        },
-        f"ppo: {len(prompts)} prompts ({len(rejects)} rows rejected, see rejects.jsonl), "
-        f"trainable params {trainable:,} / {total:,} (+ value head), reward model "
-        f"{cfg.ppo.reward_model}, processes {run.dist.world}",
-    )
-    policy = PolicyValue(model, head, run.precision, cfg.ppo.temperature)
-    step_module = wrap_for_training(policy, model, run.dist, run.device, cfg.train.parallel)
-    iterations = cfg.train.max_steps or max(
-        1, math.ceil(cfg.train.epochs * len(prompts) / cfg.ppo.prompts_per_iteration)
-    )
-    return Setup(cfg, run, model, head, policy, step_module, tokenizer, rm, prompts, iterations)
+
+    if d.validation:
+        return read(d.train), cap_held_out(read(d.validation), d.max_val_examples, d.seed)
+    return hold_out(read(d.train), d.val_fraction, d.seed, d.max_val_examples)
 
 
 def preflight(cfg: PPOConfig, prompts: list[PromptRecord], tokenizer: Any, model: Any) -> None:
@@ -271,12 +303,7 @@ def rollout_share(
     """This rank's completions of ``prompts``, scored, with per-token log-probs, values, GAE
     advantages and returns (one list entry per completion, each trimmed to its length)."""
     cfg = s.cfg.ppo
-    params = SamplingParams(
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-    )
+    params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k)
     prompt_ids = [p.prompt_ids for p in prompts]
     comps = sample(s.model, s.tokenizer, prompt_ids, params, 1, cfg.generation_batch_size, seeds)
     batch = collate_prompt_response(
@@ -321,11 +348,7 @@ def gather_rollout(s: Setup, share: dict[str, Any]) -> Rollout:
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
 
     mask = pad([torch.ones(len(r)) for r in whole["responses"]])
-    values, advantages, returns = (
-        pad(whole["values"]),
-        pad(whole["advantages"]),
-        pad(whole["returns"]),
-    )
+    values, advantages, returns = (pad(whole[k]) for k in ("values", "advantages", "returns"))
     if s.cfg.ppo.whiten_advantages:
         advantages = whiten(advantages, mask)  # global mean and variance
     scores = torch.tensor(whole["scores"])
@@ -406,18 +429,68 @@ def ppo_update(
     return out
 
 
-# ----------------------------------------------------------------------------- bookkeeping
+# ----------------------------------------------------------------------------- evaluation
 
 
-def save_final(s: Setup) -> Path:
-    """The policy adapter (loads with peft), tokenizer + template, and the value head."""
+def save_model(s: Setup, out: Path) -> Path:
+    """``out`` (final/ or best/): the policy adapter (loads with peft), tokenizer + template, and
+    the value head; every rank calls it, rank 0 writes."""
     s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
 
     def value_head(tmp: Path) -> None:
         weights = {k: v.detach().cpu().contiguous() for k, v in s.head.state_dict().items()}
         save_file(weights, str(tmp / "value_head.safetensors"))
 
-    return s.run.export_model(s.run.run_dir / "final", s.model, s.tokenizer, extra=value_head)
+    return s.run.export_model(out, s.model, s.tokenizer, extra=value_head)
+
+
+@torch.no_grad()
+def evaluate(s: Setup) -> dict[str, Any]:
+    """Greedy replies of the policy to the held-out prompts, scored by the reward model: their
+    mean and standard deviation, the mean reply length in tokens and a hash of the replies.
+    Each rank answers a contiguous share; the shares are gathered in rank order."""
+    info, n = s.run.dist, len(s.val)
+    mine = s.val[info.rank * n // info.world : (info.rank + 1) * n // info.world]
+    part: dict[str, list[Any]] = {"scores": [], "replies": []}
+    if mine:  # more processes than held-out prompts: some ranks have none
+        params = SamplingParams(max_new_tokens=s.cfg.ppo.max_new_tokens)  # temperature 0: greedy
+        batch = s.cfg.ppo.generation_batch_size
+        comps = sample(s.model, s.tokenizer, [p.prompt_ids for p in mine], params, 1, batch)
+        part = {
+            "scores": score_completions(s, mine, comps).tolist(),
+            "replies": [c.token_ids for c in comps],
+        }
+    parts = gather_objects(part, info)
+    scores = [x for p in parts for x in p["scores"]]
+    replies = [x for p in parts for x in p["replies"]]
+    return {
+        "reward_mean": statistics.fmean(scores),
+        "reward_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "completion_length": statistics.fmean(len(r) for r in replies),
+        "n": len(scores),
+        "samples_sha256": hashlib.sha256(json.dumps(replies).encode()).hexdigest(),
+    }
+
+
+def _evaluate(s: Setup, track_best: bool) -> bool:
+    """Log the held-out evaluation of the current policy and keep its reward in the run state
+    (a resume neither repeats nor loses one); with ``track_best`` the reward (higher is better)
+    updates ``best/`` and early stopping, whose trigger is returned."""
+    if not s.val:
+        return False
+    state = s.run.state
+    m = evaluate(s)
+    s.run.write({"step": state.step, "split": "val", **m})
+    state.method.setdefault("val_reward_first", m["reward_mean"])
+    state.method["val_reward_last"] = m["reward_mean"]
+    if s.run.dist.is_main:
+        print(f"[tunesmith] step {state.step}: held-out reward {m['reward_mean']:.4f}", flush=True)
+    if not track_best:
+        return False
+    return s.run.evaluated(m["reward_mean"], lambda out: save_model(s, out), higher_is_better=True)
+
+
+# ----------------------------------------------------------------------------- one iteration
 
 
 def updates_per_iteration(cfg: PPOConfig) -> int:
@@ -432,12 +505,50 @@ def next_kl_coef(cfg: PPOConfig, kl_coef: float, r: Rollout) -> float:
     return adaptive_kl_update(kl_coef, r.stats["kl"], cfg.ppo.kl_target, cfg.ppo.kl_horizon, n)
 
 
+def ppo_iteration(
+    s: Setup, indices: list[int], opt: torch.optim.Optimizer, sched: Any
+) -> dict[str, Any]:
+    """One PPO iteration on the training prompts ``indices`` (this iteration's, all ranks'):
+    rollout of this rank's share, gathered; the update; beta moves; the step advances."""
+    t0 = time.perf_counter()
+    cfg, state, info = s.cfg, s.run.state, s.run.dist
+    step, kl_coef = state.step + 1, state.method["kl_coef"]
+    mine = shard(list(enumerate(indices)), info)  # (k, prompt index): this rank's share
+    seeds = [derive_seed(cfg.train.seed, step, k) for k, _ in mine]
+    share = rollout_share(s, [s.prompts[i] for _, i in mine], seeds, kl_coef)
+    r = gather_rollout(s, share)
+    m = {**r.stats, **ppo_update(s, r, opt, sched, step), "kl_coef": kl_coef}
+    state.method["kl_coef"] = next_kl_coef(cfg, kl_coef, r)
+    state.method.setdefault("reward_first", m["reward_mean"])
+    state.step, state.tokens = step, state.tokens + int(r.mask.sum())
+    m["step_seconds"] = time.perf_counter() - t0
+    return m
+
+
+def _result(s: Setup, final: Path, m: dict[str, Any], stopped: bool) -> PPOResult:
+    state = s.run.state
+    return PPOResult(
+        run_dir=s.run.run_dir,
+        final_dir=final,
+        steps=state.step,
+        reward_first=state.method.get("reward_first"),
+        reward_last=m.get("reward_mean"),
+        kl_last=m.get("kl"),
+        val_reward_first=state.method.get("val_reward_first"),
+        val_reward_last=state.method.get("val_reward_last"),
+        best_val_reward=state.best_metric,
+        best_step=state.best_step,
+        stopped_early=stopped,
+        stats={"prompts": len(s.prompts), "val_prompts": len(s.val)},
+    )
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
 def run(cfg: PPOConfig, skip_preflight: bool = False) -> PPOResult:
     s = setup(cfg, skip_preflight)
-    run, info = s.run, s.run.dist
+    run = s.run
     trainable = torch.nn.ModuleDict({"policy": s.model, "value_head": s.head})
     opt = build_optimizer(trainable, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, s.iterations * updates_per_iteration(cfg))
@@ -445,49 +556,36 @@ def run(cfg: PPOConfig, skip_preflight: bool = False) -> PPOResult:
         run.restore(s.model, opt, sched, modules={"value_head": s.head})
     state = run.state
     state.method.setdefault("kl_coef", cfg.ppo.kl_coef)
+    run.open_log()
+    if state.step == 0:
+        _evaluate(s, track_best=False)  # the untrained policy: the baseline training must beat
     # The data position is the iteration number: iteration s takes prompts [s*P, (s+1)*P) of
     # the endless stream of fixed-seed epoch orders (P = ppo.prompts_per_iteration).
     per_iteration = cfg.ppo.prompts_per_iteration
     batches = step_batches(len(s.prompts), cfg.train.seed, per_iteration, 1, state.step)
-    run.open_log()
     bar = tqdm(
         total=s.iterations,
         initial=state.step,
         desc="ppo",
         unit="iter",
         dynamic_ncols=True,
-        disable=not info.is_main,
+        disable=not run.dist.is_main,
     )
-    first: dict[str, Any] | None = None
     m: dict[str, Any] = {}
-    while state.step < s.iterations:
-        t0 = time.perf_counter()
-        iteration, kl_coef = state.step + 1, state.method["kl_coef"]
-        mine = shard(list(enumerate(next(batches)[0])), info)  # (k, prompt index): this rank's
-        seeds = [derive_seed(cfg.train.seed, iteration, k) for k, _ in mine]
-        share = rollout_share(s, [s.prompts[i] for _, i in mine], seeds, kl_coef)
-        r = gather_rollout(s, share)
-        m = {**r.stats, **ppo_update(s, r, opt, sched, iteration), "kl_coef": kl_coef}
-        state.method["kl_coef"] = next_kl_coef(cfg, kl_coef, r)
-        state.step, state.tokens = iteration, state.tokens + int(r.mask.sum())
-        m["step_seconds"] = time.perf_counter() - t0
-        first = first or m
+    stopped = False
+    while state.step < s.iterations and not stopped:
+        m = ppo_iteration(s, next(batches)[0], opt, sched)
         if due(state.step, cfg.train.log_every, s.iterations):
             run.write({"step": state.step, "split": "train", **m})
         bar.set_postfix(reward=f"{m['reward_mean']:.3f}", kl=f"{m['kl']:.3f}")
         bar.update(1)
+        every = cfg.train.eval_every
+        if due(state.step, every, s.iterations) or state.step == s.iterations:
+            stopped = _evaluate(s, track_best=every is not None)
         if due(state.step, cfg.train.save_every, s.iterations):
             run.checkpoint(s.model, opt, sched, modules={"value_head": s.head})
         run.crash_point()
     bar.close()
-    final = save_final(s)
+    final = save_model(s, run.run_dir / "final")
     run.finish()
-    return PPOResult(
-        run_dir=run.run_dir,
-        final_dir=final,
-        steps=state.step,
-        reward_first=first["reward_mean"] if first else None,
-        reward_last=m.get("reward_mean"),
-        kl_last=m.get("kl"),
-        stats={"prompts": len(s.prompts)},
-    )
+    return _result(s, final, m, stopped)
