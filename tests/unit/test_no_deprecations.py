@@ -223,12 +223,6 @@ def test_sft_step(tmp_path: Path, tiny_llama: Path) -> None:
     assert len(step_losses(run)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/trainable.py calls model.gradient_checkpointing_enable(...), deprecated "
-    "since transformers 5.23: activation_checkpointing_enable("
-    "activation_checkpointing_kwargs=...) replaces it",
-)
 def test_sft_step_with_activation_checkpointing(tmp_path: Path, tiny_llama: Path) -> None:
     data = write_chat_data(tmp_path / "d.jsonl", n=16)
     cfg = write_config(

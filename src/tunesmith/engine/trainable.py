@@ -15,7 +15,7 @@ import torch
 
 from tunesmith.config import AdapterRunConfig, TrainSection
 from tunesmith.models.adapters import attach_adapter, freeze_all_but_top
-from tunesmith.models.load import load_causal_lm, load_dtype
+from tunesmith.models.load import enable_activation_checkpointing, load_causal_lm, load_dtype
 from tunesmith.models.quantization import prepare_quantized
 
 
@@ -32,7 +32,7 @@ def build_trainable_model(cfg: AdapterRunConfig, model_path: Path, device: torch
     if cfg.model.quantization != "none":
         model = prepare_quantized(model, cfg.train.gradient_checkpointing)
     elif cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if cfg.adapter.type != "full":
         model = attach_adapter(model, cfg, str(model_path))
     elif cfg.train.trainable_top_layers is not None:

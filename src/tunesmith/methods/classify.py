@@ -69,7 +69,12 @@ from tunesmith.eval.classification import classification_report, majority_baseli
 from tunesmith.losses.classification import classification_loss
 from tunesmith.models.adapters import check_rank, linear_modules, lora_targets, match_targets
 from tunesmith.models.encoders import resolve_backbone
-from tunesmith.models.load import load_dtype, load_tokenizer, pick_device
+from tunesmith.models.load import (
+    enable_activation_checkpointing,
+    load_dtype,
+    load_tokenizer,
+    pick_device,
+)
 
 __all__ = ["ClassifyConfig", "ClassifyResult", "load_classifier", "run"]
 
@@ -191,7 +196,7 @@ def build_model(
     device = device or pick_device(cfg.train.device)
     model = load_backbone(cfg, path, labels, tokenizer, device)
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if cfg.classify.mode == "lora":
         model = attach_classifier_lora(cfg, model)
     else:

@@ -247,3 +247,8 @@ def load_for_inference(
         tokenizer = load_tokenizer(path)
     model.eval()
     return model, tokenizer
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant)."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -80,11 +80,14 @@ def prepare_quantized(model: Any, gradient_checkpointing: bool) -> Any:
     non-quantized parameters (norms, embeddings) in fp32, input gradients enabled."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
+    # peft would enable checkpointing through transformers' deprecated gradient_checkpointing_*
+    # names; with use_reentrant=False that is all it does, so it is enabled here directly.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    return model
 
 
 def is_quantized(model: Any) -> bool:
