@@ -11,7 +11,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.config.sections import BaseRunConfig, LoraSection, Section
+from tunesmith.config.sections import (
+    BaseRunConfig,
+    BatchFields,
+    CheckpointingFields,
+    EvalFields,
+    LoraSection,
+    ParallelFields,
+    RunFields,
+    Section,
+)
 
 
 class ClassifySection(Section):
@@ -63,46 +72,9 @@ class ClassifyDataSection(Section):
         return [value] if isinstance(value, str) else value
 
 
-class ClassifyTrainSection(Section):
-    """The shared train fields classify reads (no compile, trainable_top_layers: see
-    ``classify.mode``)."""
-
-    output_dir: str = "runs"
-    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
-    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; default from epochs.")
-    epochs: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(4, ge=1, description="Examples per micro-batch per process.")
-    grad_accum: int = Field(1, ge=1)
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto",
-        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
-        "(AVX-512 BF16 / AMX), fp32 otherwise.",
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute each layer's activations in the backward pass."
-    )
-    parallel: Literal["ddp", "fsdp"] = Field(
-        "ddp",
-        description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "
-        "shards weights, gradients and optimizer state per encoder/decoder layer.",
-    )
-    seed: int = 42
-    eval_every: int | None = Field(
-        None,
-        ge=1,
-        description="Steps between held-out evaluations (the last step is always evaluated).",
-    )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        description="Stop after this many evaluations without a higher held-out macro-F1 "
-        "(best/ holds the weights of the best one).",
-    )
-    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    log_every: int = Field(1, ge=1)
-    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+class ClassifyTrainSection(EvalFields, ParallelFields, CheckpointingFields, BatchFields, RunFields):
+    """The train fields classify reads (which layers train is ``classify.mode``); its held-out
+    metric is macro-F1 (higher is better), the last step always evaluated."""
 
 
 class ClassifyConfig(BaseRunConfig):

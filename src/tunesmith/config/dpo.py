@@ -12,99 +12,27 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.config.sections import PROMPT_LEARNING, AdapterRunConfig, Section
+from tunesmith.config.sections import (
+    PROMPT_LEARNING,
+    AdapterRunConfig,
+    BatchFields,
+    CheckpointingFields,
+    EvalFields,
+    PairDataSection,
+    ParallelFields,
+    RunFields,
+    Section,
+    TopLayersFields,
+)
 
 REFERENCE_FREE = frozenset({"simpo", "orpo"})  # = tunesmith.losses.dpo's (config imports no torch)
 
 
-class PreferenceDataSection(Section):
-    """Preference pairs (see :mod:`tunesmith.data.preference` for the record forms)."""
-
-    train: str | list[str] = Field(
-        ...,
-        description="File(s) of preference pairs: jsonl, json, csv, parquet or a saved "
-        "`datasets` directory; rows {prompt|messages, chosen, rejected}, or the conversational "
-        "form where chosen and rejected are conversations ending in an assistant turn.",
-    )
-    validation: str | list[str] | None = Field(
-        None,
-        description="Held-out pair file(s). When absent, `val_fraction` of train is held out "
-        "with a fixed seed.",
-    )
-    split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
-    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
-        "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
-    )
-    max_length: int = Field(
-        512,
-        ge=8,
-        description="Tokens per side (prompt + response). Longer pairs lose prompt tokens from "
-        "the left first, then response tokens from the right; the count is logged.",
-    )
-    on_error: Literal["raise", "skip"] = Field(
-        "raise",
-        description="Malformed rows: stop with an error, or skip each into rejects.jsonl. Pairs "
-        "with identical or empty sides always go to rejects.jsonl.",
-    )
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
-    )
-    max_val_pairs: int | None = Field(
-        None, ge=1, description="At most this many held-out pairs (a fixed-seed sample)."
-    )
-    seed: int = Field(1234, description="Seed of the held-out split.")
-
-
-class DPOTrainSection(Section):
-    """The shared train fields DPO reads."""
-
-    output_dir: str = "runs"
-    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
-    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; default from epochs.")
-    epochs: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(
-        4, ge=1, description="Pairs per micro-batch per process (both replies in one forward)."
-    )
-    grad_accum: int = Field(1, ge=1)
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto",
-        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
-        "(AVX-512 BF16 / AMX), fp32 otherwise.",
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    gradient_checkpointing: bool = Field(
-        False,
-        description="Recompute each decoder layer's activations in the backward pass: less "
-        "memory, slower steps.",
-    )
-    parallel: Literal["ddp", "fsdp"] = Field(
-        "ddp",
-        description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "
-        "shards weights, gradients and optimizer state per decoder layer (and a full "
-        "fine-tuning run's frozen reference copy).",
-    )
-    seed: int = Field(42, description="Seed of LoRA's initial weights, dropout and data order.")
-    trainable_top_layers: int | None = Field(
-        None,
-        ge=1,
-        description="Full fine-tuning only: freeze all but the top N decoder layers "
-        "(and the final norm).",
-    )
-    eval_every: int | None = Field(
-        None,
-        ge=1,
-        description="Steps between held-out evaluations (also one before the first step).",
-    )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        description="Stop after this many evaluations without a lower held-out DPO loss "
-        "(best/ holds the weights of the lowest one).",
-    )
-    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    log_every: int = Field(1, ge=1)
-    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+class DPOTrainSection(
+    EvalFields, TopLayersFields, ParallelFields, CheckpointingFields, BatchFields, RunFields
+):
+    """The train fields DPO reads (all but SFT's ``compile``); its held-out metric is the DPO
+    loss (lower is better), evaluated also before the first step."""
 
 
 class DPOSection(Section):
@@ -159,7 +87,7 @@ class DPOSection(Section):
 
 class DPOConfig(AdapterRunConfig):
     method: Literal["dpo"] = "dpo"
-    data: PreferenceDataSection  # type: ignore[assignment]
+    data: PairDataSection  # type: ignore[assignment]
     train: DPOTrainSection = DPOTrainSection()  # type: ignore[assignment]
     dpo: DPOSection = DPOSection()
 

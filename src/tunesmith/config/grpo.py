@@ -19,82 +19,27 @@ from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.sections import (
     BaseRunConfig,
+    CheckpointingFields,
+    EvalFields,
     LoraSection,
+    PromptDataSection,
+    RunFields,
     Section,
 )
 
 
-class PromptDataSection(Section):
-    """Prompt records: ``prompt`` or ``messages`` plus the fields rewards read (``answer``...)."""
+class GRPOTrainSection(EvalFields, CheckpointingFields, RunFields):
+    """The train fields GRPO reads: a step is one generation round (no grad_accum), the held-out
+    metric is greedy accuracy (higher is better)."""
 
-    train: list[str] = Field(..., description="Prompt file(s): jsonl, json, csv, parquet.")
-    validation: str | list[str] | None = Field(
-        None,
-        description="Held-out prompt file(s) for the accuracy evaluations. When absent, "
-        "`val_fraction` of train is held out with a fixed seed.",
-    )
-    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = "tokenizer"
-    system_prompt: str | None = Field(
-        None, description="A system turn put before every prompt that has none."
-    )
-    max_prompt_length: int = Field(
-        512, ge=1, description="Longer prompts are an error naming file and line."
-    )
-    on_error: Literal["raise", "skip"] = Field(
-        "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
-    )
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
-    )
-    max_val_examples: int | None = Field(
-        200, ge=1, description="At most this many held-out prompts (a fixed-seed sample)."
-    )
-    seed: int = Field(1234, description="Seed of the held-out split and of the prompt order.")
-
-    @field_validator("train", "validation", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-
-class GRPOTrainSection(Section):
-    """The shared train fields GRPO reads (no grad_accum: a round is one batch; no compile or
-    trainable_top_layers)."""
-
-    output_dir: str = "runs"
-    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
-    max_steps: int | None = Field(
-        None, ge=1, description="Generation rounds; default: epochs x train prompts / round."
-    )
-    epochs: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(
         4, ge=1, description="Completions per forward in the log-prob passes and the updates."
-    )
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto",
-        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
-        "(AVX-512 BF16 / AMX), fp32 otherwise.",
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute each decoder layer's activations in the backward pass."
     )
     parallel: Literal["ddp"] = Field(
         "ddp",
         description="With several processes (torchrun): ddp replicates the model, each process "
         "samples its share of every round.",
     )
-    seed: int = Field(42, description="LoRA init, dropout, and every prompt's sampling seed.")
-    eval_every: int | None = Field(
-        None, ge=1, description="Rounds between held-out accuracy evaluations (and best/)."
-    )
-    early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a higher accuracy."
-    )
-    save_every: int | None = Field(None, ge=1, description="Rounds between checkpoints.")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    log_every: int = Field(1, ge=1)
-    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
 
     @field_validator("parallel", mode="before")
     @classmethod

@@ -9,96 +9,26 @@ model, whose adapter switched off is the reference.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tunesmith.config.sections import (
     LORA_FAMILY,
     AdapterSection,
     BaseRunConfig,
+    EvalFields,
     LoraSection,
+    ParallelFields,
+    PromptDataSection,
+    RunFields,
     Section,
 )
 
 
-class PPODataSection(Section):
-    """Prompt records (:mod:`tunesmith.data.prompts`): ``prompt``, ``messages`` (a trailing
-    assistant reply is dropped) or preference pairs (their prompt)."""
-
-    train: list[str] = Field(
-        ...,
-        description="Prompt file(s): jsonl, json, csv, parquet or a saved `datasets` directory.",
-    )
-    validation: list[str] | None = Field(
-        None,
-        description="Held-out prompt file(s): the policy's greedy replies to them are scored by "
-        "the reward model. When absent, `val_fraction` of train is held out with a fixed seed.",
-    )
-    split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
-    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
-        "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
-    )
-    system_prompt: str | None = Field(
-        None, description="A system turn put before every prompt that has none."
-    )
-    max_prompt_length: int = Field(
-        512, ge=1, description="Longer prompts are an error naming file and line (or rejects)."
-    )
-    on_error: Literal["raise", "skip"] = Field(
-        "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
-    )
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
-    )
-    max_val_examples: int | None = Field(
-        200, ge=1, description="At most this many held-out prompts (a fixed-seed sample)."
-    )
-    seed: int = Field(1234, description="Seed of the held-out split (train.seed orders prompts).")
-
-    @field_validator("train", "validation", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-
-class PPOTrainSection(Section):
-    output_dir: str = "runs"
-    run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
-    max_steps: int | None = Field(
-        None, ge=1, description="PPO iterations; default: epochs x prompts / prompts_per_iteration."
-    )
-    epochs: float = Field(1.0, gt=0, description="Passes over the prompts (when no max_steps).")
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto",
-        description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
-        "(AVX-512 BF16 / AMX), fp32 otherwise.",
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    parallel: Literal["ddp", "fsdp"] = Field(
-        "ddp",
-        description="With several processes (torchrun): ddp; each rank samples and scores its "
-        "share of every iteration's prompts. fsdp is not supported by ppo.",
-    )
-    seed: int = Field(
-        42, description="LoRA init, prompt order, sampling and minibatch order all derive from it."
-    )
-    save_every: int | None = Field(None, ge=1, description="Iterations between checkpoints.")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    log_every: int = Field(1, ge=1, description="Iterations between metrics lines.")
-    eval_every: int | None = Field(
-        None,
-        ge=1,
-        description="Iterations between held-out evaluations (greedy replies scored by the reward "
-        "model) that pick best/; the untrained policy and the last iteration are always evaluated.",
-    )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        description="Stop after this many evaluations without a higher held-out reward "
-        "(best/ holds the policy of the highest one).",
-    )
-    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+class PPOTrainSection(EvalFields, ParallelFields, RunFields):
+    """The train fields PPO reads: a step is one iteration (rollout + updates); the held-out
+    metric is the reward model's score of greedy replies (higher is better)."""
 
 
 class PPOSection(Section):
@@ -131,7 +61,7 @@ class PPOSection(Section):
 
 class PPOConfig(BaseRunConfig):
     method: Literal["ppo"] = "ppo"
-    data: PPODataSection  # type: ignore[assignment]
+    data: PromptDataSection  # type: ignore[assignment]
     train: PPOTrainSection = PPOTrainSection()  # type: ignore[assignment]
     adapter: AdapterSection = AdapterSection()
     lora: LoraSection = LoraSection(dropout=0.0)

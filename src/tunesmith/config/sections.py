@@ -130,6 +130,85 @@ class DataSection(Section):
         return self
 
 
+class PairDataSection(Section):
+    """Preference pairs for DPO and reward models (:mod:`tunesmith.data.preference`)."""
+
+    train: str | list[str] = Field(
+        ...,
+        description="File(s) of preference pairs: jsonl, json, csv, parquet or a saved "
+        "`datasets` directory; rows {prompt|messages, chosen, rejected}, or the conversational "
+        "form where chosen and rejected are conversations ending in an assistant turn.",
+    )
+    validation: str | list[str] | None = Field(
+        None,
+        description="Held-out pair file(s). When absent, `val_fraction` of train is held out "
+        "with a fixed seed.",
+    )
+    split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
+    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
+        "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
+    )
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="Tokens per side (prompt + response). Longer pairs lose prompt tokens from "
+        "the left first, then response tokens from the right; the count is logged.",
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        "raise",
+        description="Malformed rows: stop with an error, or skip each into rejects.jsonl. Pairs "
+        "with identical or empty sides always go to rejects.jsonl.",
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_pairs: int | None = Field(
+        None, ge=1, description="At most this many held-out pairs (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split.")
+
+
+class PromptDataSection(Section):
+    """Prompt records for online RL (GRPO, PPO; :mod:`tunesmith.data.prompts`): ``prompt``,
+    ``messages`` (a trailing assistant reply is dropped) or preference pairs (their prompt), plus
+    the fields reward functions read (``answer``...)."""
+
+    train: list[str] = Field(
+        ...,
+        description="Prompt file(s): jsonl, json, csv, parquet or a saved `datasets` directory.",
+    )
+    validation: list[str] | None = Field(
+        None,
+        description="Held-out prompt file(s), answered greedily for the method's held-out "
+        "metric. When absent, `val_fraction` of train is held out with a fixed seed.",
+    )
+    split: str = Field("train", description="Split to read from a saved DatasetDict directory.")
+    template: Literal["tokenizer", "chatml", "llama2", "llama3", "alpaca"] = Field(
+        "tokenizer", description="Chat template: the tokenizer's own, or a built-in by name."
+    )
+    system_prompt: str | None = Field(
+        None, description="A system turn put before every prompt that has none."
+    )
+    max_prompt_length: int = Field(
+        512, ge=1, description="Longer prompts are an error naming file and line (or rejects)."
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="Bad records: stop with an error, or skip each into rejects.jsonl."
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_examples: int | None = Field(
+        200, ge=1, description="At most this many held-out prompts (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split (and GRPO's prompt order).")
+
+    @field_validator("train", "validation", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 AdapterType = Literal["lora", "rslora", "dora", "prefix", "prompt", "ia3", "full"]
 PROMPT_LEARNING: frozenset[str] = frozenset({"prefix", "prompt"})
 LORA_FAMILY: frozenset[str] = frozenset({"lora", "rslora", "dora"})
@@ -204,50 +283,86 @@ class OptimSection(Section):
     )
 
 
-class TrainSection(Section):
+# The train section is composed per method from these groups, so a method's config holds exactly
+# the train fields it reads (a field of another group is an unknown key for it). Bases are listed
+# last group first: pydantic orders fields from the last base, so RunFields come first in dumps.
+
+
+class RunFields(Section):
+    """Every method: where the run lives, how long it runs, its device, seed and checkpoints."""
+
     output_dir: str = "runs"
     run_name: str | None = Field(None, description="Default: <method>-<timestamp>.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; default from epochs.")
     epochs: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="auto = bf16 autocast on CUDA with bf16 support and on CPUs with native bf16 "
         "(AVX-512 BF16 / AMX), fp32 otherwise.",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    seed: int = Field(42, description="Seed of the initial weights, dropout and the data order.")
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    log_every: int = Field(1, ge=1)
+    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+
+
+class EvalFields(Section):
+    """Methods with a held-out evaluation: its cadence, best/ and early stopping."""
+
+    eval_every: int | None = Field(None, ge=1, description="Steps between evaluations.")
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a better held-out value of the "
+        "method's metric (best/ holds the weights of the best one).",
+    )
+
+
+class BatchFields(Section):
+    """Methods that step over micro-batches of records."""
+
+    micro_batch_size: int = Field(4, ge=1, description="Records per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1)
+
+
+class CheckpointingFields(Section):
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute each decoder layer's activations in the backward pass: less "
         "memory (SmolLM2 LoRA bf16: 7.4 -> 2.5 GiB), slower steps (~1.5x measured here).",
     )
-    compile: bool = Field(
-        False,
-        description="torch.compile each decoder layer (regional compilation, dynamic shapes). "
-        "Off by default: on CPU with packed rows it was x1.33 slower over 5 steps "
-        "(recompiles for new shapes; benchmarks/levers.py).",
-    )
+
+
+class ParallelFields(Section):
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="With several processes (torchrun): ddp replicates the model; fsdp (FSDP2) "
         "shards weights, gradients and optimizer state per decoder layer.",
     )
-    seed: int = 42
+
+
+class TopLayersFields(Section):
     trainable_top_layers: int | None = Field(
         None,
         ge=1,
         description="Full fine-tuning only: freeze all but the top N decoder layers "
         "(and the final norm).",
     )
-    eval_every: int | None = Field(None, ge=1, description="Steps between evaluations.")
-    early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a lower val loss."
+
+
+class TrainSection(
+    EvalFields, TopLayersFields, ParallelFields, CheckpointingFields, BatchFields, RunFields
+):
+    """SFT's train section: every group, and regional compilation."""
+
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer (regional compilation, dynamic shapes). "
+        "Off by default: on CPU with packed rows it was x1.33 slower over 5 steps "
+        "(recompiles for new shapes; benchmarks/levers.py).",
     )
-    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    log_every: int = Field(1, ge=1)
-    resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
 
 
 class TrackingSection(Section):

@@ -156,6 +156,7 @@ def _read_prompts(
             d.template,
             d.system_prompt,
             max_prompt_length=d.max_prompt_length,
+            split=d.split,
             on_error=d.on_error,
             rejects=rejects,
         )
