@@ -339,3 +339,26 @@ class Run:
             self.log.close()
         barrier(self.dist)
         shutdown(self.dist)
+
+
+class OnRun:
+    """Base of a method's ``Setup`` dataclass (which has a ``run: Run`` field): the run's
+    directory, device, precision and processes as attributes of the setup."""
+
+    run: Run
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision
+
+    @property
+    def dist(self) -> DistInfo:
+        return self.run.dist

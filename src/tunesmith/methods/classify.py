@@ -63,7 +63,7 @@ from tunesmith.engine.distributed import (
 )
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
-from tunesmith.engine.run import Run
+from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
 from tunesmith.eval.classification import classification_report, majority_baseline
 from tunesmith.losses.classification import classification_loss
@@ -302,7 +302,7 @@ def evaluate(s: Setup) -> dict[str, Any]:
 
 
 @dataclass
-class Setup:
+class Setup(OnRun):
     cfg: ClassifyConfig
     run: Run
     data: ClassifyData
@@ -312,22 +312,6 @@ class Setup:
     held_out: Encoded
     total_steps: int
     step_module: Any  # ClassifierStep, DDP-replicated or FSDP2-sharded across ranks
-
-    @property
-    def run_dir(self) -> Path:
-        return self.run.run_dir
-
-    @property
-    def device(self) -> torch.device:
-        return self.run.device
-
-    @property
-    def precision(self) -> str:
-        return self.run.precision
-
-    @property
-    def dist(self) -> DistInfo:
-        return self.run.dist
 
     @property
     def pad_id(self) -> int:

@@ -67,7 +67,7 @@ from tunesmith.engine.forward import is_prompt_learning, uses_flash_attention
 from tunesmith.engine.logps import LogpsModule, cache_digest, cached_reference
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
-from tunesmith.engine.run import Run
+from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import build_trainable_model, due, total_steps
 from tunesmith.errors import UserError
 from tunesmith.losses.dpo import (
@@ -165,7 +165,7 @@ def _frozen_copy(cfg: DPOConfig, model: Any) -> Any:
 
 
 @dataclass
-class Setup:
+class Setup(OnRun):
     cfg: DPOConfig
     run: Run
     model: Any
@@ -176,22 +176,6 @@ class Setup:
     step_module: Any  # LogpsModule(model): alone, DDP-replicated or FSDP-sharded across ranks
     layout: str = "padded"
     last_val: tuple[int, dict[str, float] | None] | None = None  # (step, held-out metrics)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.run.run_dir
-
-    @property
-    def device(self) -> torch.device:
-        return self.run.device
-
-    @property
-    def precision(self) -> str:
-        return self.run.precision
-
-    @property
-    def dist(self) -> DistInfo:
-        return self.run.dist
 
     def collate(self, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
         """One micro-batch of pairs in the run's layout, on the run's device."""

@@ -46,7 +46,6 @@ from tunesmith.data.prompts import PromptRecord, read_prompts, reward_fields
 from tunesmith.data.split import cap_held_out, held_out_note, hold_out
 from tunesmith.data.templates import template_string
 from tunesmith.engine.distributed import (
-    DistInfo,
     all_reduce_sum,
     barrier,
     gather_objects,
@@ -56,7 +55,7 @@ from tunesmith.engine.distributed import (
 )
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
-from tunesmith.engine.run import Run
+from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.token_logps import token_logps
 from tunesmith.engine.trainable import build_trainable_model, due
 from tunesmith.errors import UserError
@@ -98,7 +97,7 @@ class PolicyLogps(torch.nn.Module):
 
 
 @dataclass
-class Setup:
+class Setup(OnRun):
     cfg: GRPOConfig
     run: Run
     model: Any  # the peft model: sampling, reference and no-grad passes call it directly
@@ -108,18 +107,6 @@ class Setup:
     val: list[PromptRecord]
     rewards: list[Reward]
     total_steps: int
-
-    @property
-    def device(self) -> torch.device:
-        return self.run.device
-
-    @property
-    def precision(self) -> str:
-        return self.run.precision
-
-    @property
-    def dist(self) -> DistInfo:
-        return self.run.dist
 
 
 @dataclass

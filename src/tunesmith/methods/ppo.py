@@ -62,7 +62,7 @@ from tunesmith.engine.distributed import (
 )
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
-from tunesmith.engine.run import Run
+from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due
 from tunesmith.errors import UserError
 from tunesmith.generation import Completion, SamplingParams, derive_seed, sample
@@ -133,7 +133,7 @@ class PolicyValue(torch.nn.Module):
 
 
 @dataclass
-class Setup:
+class Setup(OnRun):
     cfg: PPOConfig
     run: Run
     model: Any  # the peft policy

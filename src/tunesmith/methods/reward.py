@@ -44,7 +44,6 @@ from tunesmith.data.preference import (
 from tunesmith.data.sequence_batches import Encoded, pad_batch, pair_batch
 from tunesmith.data.split import held_out_note
 from tunesmith.engine.distributed import (
-    DistInfo,
     all_reduce_sum,
     barrier,
     grad_sync,
@@ -53,7 +52,7 @@ from tunesmith.engine.distributed import (
 )
 from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
-from tunesmith.engine.run import Run
+from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
 from tunesmith.losses.bradley_terry import bradley_terry_loss, pairwise_accuracy
 from tunesmith.models.adapters import check_rank, lora_targets, match_targets, parameter_counts
@@ -95,7 +94,7 @@ class Pairs:
 
 
 @dataclass
-class Setup:
+class Setup(OnRun):
     cfg: RewardConfig
     run: Run
     rm: RewardModel
@@ -104,10 +103,6 @@ class Setup:
     total_steps: int
     step_module: Any  # RewardScorer over rm.net: alone, DDP-replicated or FSDP2-sharded
     stats: dict[str, Any]
-
-    @property
-    def dist(self) -> DistInfo:
-        return self.run.dist
 
 
 # ----------------------------------------------------------------------------- set up

@@ -39,7 +39,7 @@ from tunesmith.data.templates import template_string
 from tunesmith.engine.distributed import DistInfo, barrier, shard
 from tunesmith.engine.lm_step import build_step_module, lm_step
 from tunesmith.engine.optim import build_optimizer, build_scheduler
-from tunesmith.engine.run import CRASH_ENV, Run
+from tunesmith.engine.run import CRASH_ENV, OnRun, Run
 from tunesmith.engine.trainable import build_trainable_model, due, total_steps
 from tunesmith.eval.perplexity import evaluate_loss, evaluate_split
 from tunesmith.forgetting.monitor import Forgetting
@@ -63,7 +63,7 @@ class RunResult:
 
 
 @dataclass
-class Setup:
+class Setup(OnRun):
     cfg: SFTConfig
     run: Run
     model: Any
@@ -73,22 +73,6 @@ class Setup:
     total_steps: int
     step_module: Any = None  # what the step calls: the loss module, DDP/FSDP-wrapped across ranks
     last_val: tuple[int, float] | None = None  # (step, held-out loss) of the latest evaluation
-
-    @property
-    def run_dir(self) -> Path:
-        return self.run.run_dir
-
-    @property
-    def device(self) -> torch.device:
-        return self.run.device
-
-    @property
-    def precision(self) -> str:
-        return self.run.precision
-
-    @property
-    def dist(self) -> DistInfo:
-        return self.run.dist
 
 
 # ----------------------------------------------------------------------------- set up
