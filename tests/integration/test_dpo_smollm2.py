@@ -40,8 +40,7 @@ def test_real_model_pairs_and_a_few_dpo_steps(tmp_path: Path) -> None:
     recipe["lora"]["dropout"] = 0.0
     s = dpo.setup(load_config(None, base=recipe))
     assert s.reference.kind == "adapter_off"
-    optimizer = dpo.build_optimizer(s.model, s.cfg.optim)
-    scheduler = dpo.build_scheduler(optimizer, s.cfg.optim, 3)
+    optimizer, scheduler = s.run.optimizer(s.model, 3)
     steps = [dpo.train_step(s, optimizer, scheduler, [[0, 1, 2, 3]]) for _ in range(3)]
     assert steps[0]["margin"] == 0.0  # policy == reference before the first update
     assert steps[-1]["margin"] > 0.0 and steps[-1]["loss"] < steps[0]["loss"]

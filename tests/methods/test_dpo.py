@@ -174,8 +174,7 @@ def test_full_fine_tuning_keeps_a_frozen_reference(tmp_path: Path, tiny_llama: P
     frozen = s.reference.module.model
     assert s.reference.kind == "frozen_copy" and frozen is not s.model
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    optimizer = dpo.build_optimizer(s.model, s.cfg.optim)
-    scheduler = dpo.build_scheduler(optimizer, s.cfg.optim, 3)
+    optimizer, scheduler = s.run.optimizer(s.model, 3)
     steps = [dpo.train_step(s, optimizer, scheduler, [[0, 1, 2, 3]]) for _ in range(3)]
     assert steps[0]["margin"] == 0.0  # the policy starts as its reference
     assert steps[-1]["margin"] != 0.0 and steps[-1]["loss"] < steps[0]["loss"]
@@ -268,8 +267,7 @@ def test_every_loss_trains_and_reference_free_ones_skip_the_reference(
     )
     s = dpo.setup(load_config(path))
     assert s.reference.kind == reference
-    optimizer = dpo.build_optimizer(s.model, s.cfg.optim)
-    scheduler = dpo.build_scheduler(optimizer, s.cfg.optim, 4)
+    optimizer, scheduler = s.run.optimizer(s.model, 4)
     steps = [dpo.train_step(s, optimizer, scheduler, [[0, 1, 2, 3]]) for _ in range(4)]
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert ("kl_proxy" in steps[0]) == (reference != "none")

@@ -36,8 +36,10 @@ from typing import Any
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from tunesmith.config import BaseRunConfig, dump_config
+from tunesmith.data.dataset import step_batches
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.distributed import (
     DistInfo,
@@ -53,7 +55,7 @@ from tunesmith.engine.distributed import (
     shutdown,
 )
 from tunesmith.engine.metrics_log import MetricsLog, read_metrics, rewrite_metrics
-from tunesmith.engine.optim import optimizer_step
+from tunesmith.engine.optim import build_optimizer, build_scheduler, optimizer_step
 from tunesmith.engine.precision import resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
@@ -184,6 +186,44 @@ class Run:
     def write(self, record: dict[str, Any]) -> None:
         assert self.log is not None, "open_log() first"
         self.log.write(record)
+
+    # ------------------------------------------------------------------------- the loop's parts
+
+    def optimizer(
+        self,
+        model: Any,
+        total_steps: int,
+        step_module: Any = None,
+        modules: dict[str, torch.nn.Module] | None = None,
+    ) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW over ``model``'s trainable parameters and its schedule over ``total_steps``
+        optimizer steps; with ``train.resume`` both, the weights, the RNGs and :attr:`state` are
+        restored from the latest checkpoint (:meth:`restore`)."""
+        optimizer = build_optimizer(model, self.cfg.optim)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, total_steps)
+        if self.cfg.train.resume:
+            self.restore(model, optimizer, scheduler, step_module, modules)
+        return optimizer, scheduler
+
+    def batches(self, n_items: int) -> Iterator[list[list[int]]]:
+        """Item indices of every step from the current one on: ``grad_accum`` rounds of
+        ``micro_batch_size x world`` items (each rank takes its share with ``shard``), reshuffled
+        every epoch with ``train.seed``: the data position is the step, so a resume continues it."""
+        t = self.cfg.train
+        per_round = getattr(t, "micro_batch_size", 1) * self.dist.world
+        accum = getattr(t, "grad_accum", 1)
+        return step_batches(n_items, t.seed, per_round, accum, start_step=self.state.step)
+
+    def progress(self, total: int, desc: str, unit: str = "step") -> Any:
+        """The progress bar (rate, ETA; the loop adds loss) from the current step, rank 0 only."""
+        return tqdm(
+            total=total,
+            initial=self.state.step,
+            desc=desc,
+            unit=unit,
+            dynamic_ncols=True,
+            disable=not self.dist.is_main,
+        )
 
     # ------------------------------------------------------------------------- the step tail
 

@@ -36,12 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
 from tunesmith.checks import PreflightError, failures, preflight_labels
 from tunesmith.config.classify import ClassifyConfig
-from tunesmith.data.dataset import step_batches
 from tunesmith.data.labelled import (
     ClassifyData,
     LabelledText,
@@ -61,7 +59,6 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
-from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
@@ -468,28 +465,12 @@ def run(cfg: ClassifyConfig, skip_preflight: bool = False) -> ClassifyResult:
     """Train, evaluate and save a classifier (pre-flight checks: ``tunesmith doctor``)."""
     s = setup(cfg, skip_preflight)
     run, info = s.run, s.dist
-    optimizer = build_optimizer(s.model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
-    if cfg.train.resume:
-        run.restore(s.model, optimizer, scheduler, s.step_module)
+    optimizer, scheduler = run.optimizer(s.model, s.total_steps, s.step_module)
     state = run.state
     # One step = grad_accum rounds of (micro_batch_size x world) examples; each rank its share.
-    batches = step_batches(
-        len(s.train),
-        cfg.train.seed,
-        cfg.train.micro_batch_size * info.world,
-        cfg.train.grad_accum,
-        start_step=state.step,
-    )
+    batches = run.batches(len(s.train))
     run.open_log()
-    bar = tqdm(
-        total=s.total_steps,
-        initial=state.step,
-        desc="classify",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not info.is_main,
-    )
+    bar = run.progress(s.total_steps, "classify")
     stopped_early, last_loss, last_eval = False, None, None
     while state.step < s.total_steps and not stopped_early:
         t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from tunesmith.checks.pairs import preflight_pairs
 from tunesmith.checks.preflight import PreflightError
 from tunesmith.config.dpo import DPOConfig
-from tunesmith.data.dataset import step_batches, write_jsonl
+from tunesmith.data.dataset import write_jsonl
 from tunesmith.data.pair_batches import collate_pairs, collate_shared_prompt, held_out_shares
 from tunesmith.data.preference import (
     EncodedPair,
@@ -65,7 +65,6 @@ from tunesmith.engine.distributed import (
 )
 from tunesmith.engine.forward import is_prompt_learning, uses_flash_attention
 from tunesmith.engine.logps import LogpsModule, cache_digest, cached_reference
-from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import build_trainable_model, due, total_steps
@@ -493,33 +492,17 @@ def run(cfg: DPOConfig, skip_preflight: bool = False) -> DPOResult:
     pre-flight check fails)."""
     s = setup(cfg, skip_preflight)
     run, info = s.run, s.dist
-    optimizer = build_optimizer(s.model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
-    if cfg.train.resume:
-        run.restore(s.model, optimizer, scheduler, s.step_module)
+    optimizer, scheduler = run.optimizer(s.model, s.total_steps, s.step_module)
     state = run.state
     if cfg.dpo.precompute_ref and s.reference.kind != "none":
         path, compute = _cache_path(s), lambda: _compute_reference(s)
         s.reference.cache = cached_reference(path, compute, state.method.get("ref_logps"), info)
         state.method["ref_logps"] = cache_digest(s.reference.cache)
     # One step = grad_accum rounds of (micro_batch_size x world) pairs; each rank takes its share.
-    batches = step_batches(
-        len(s.data.train),
-        cfg.train.seed,
-        cfg.train.micro_batch_size * info.world,
-        cfg.train.grad_accum,
-        start_step=state.step,
-    )
+    batches = run.batches(len(s.data.train))
     run.open_log()
     first_val = _log_eval(s) if cfg.train.eval_every is not None and state.step == 0 else None
-    bar = tqdm(
-        total=s.total_steps,
-        initial=state.step,
-        desc="dpo",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not info.is_main,
-    )
+    bar = run.progress(s.total_steps, "dpo")
     stopped_early, last_loss = False, None
     while state.step < s.total_steps and not stopped_early:
         t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from tunesmith.checks import PreflightError, failures, model_context_length, preflight_prompts
@@ -53,7 +52,6 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
-from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.token_logps import token_logps
@@ -402,24 +400,14 @@ def run(cfg: GRPOConfig, skip_preflight: bool = False) -> GRPOResult:
     """Train; ``skip_preflight`` is the CLI's ``--skip-preflight`` (the prompt/reward checks)."""
     s = setup(cfg, skip_preflight)
     run, g = s.run, cfg.grpo
-    optimizer = build_optimizer(s.model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps * g.inner_steps)
-    if cfg.train.resume:
-        run.restore(s.model, optimizer, scheduler, s.policy)
+    optimizer, scheduler = run.optimizer(s.model, s.total_steps * g.inner_steps, s.policy)
     state = run.state
     run.open_log()
     if state.step == 0 and g.eval_before and (before := _evaluate(s)) is not None:
         state.method["accuracy_before"] = before.accuracy
     # The data position is the step: round s takes step_batches' s-th batch of prompt indices.
     batches = step_batches(len(s.train), cfg.data.seed, g.prompts_per_step, 1, state.step)
-    bar = tqdm(
-        total=s.total_steps,
-        initial=state.step,
-        desc="grpo",
-        unit="round",
-        dynamic_ncols=True,
-        disable=not s.dist.is_main,
-    )
+    bar = run.progress(s.total_steps, "grpo", "round")
     stopped_early, last_eval = False, None
     while state.step < s.total_steps and not stopped_early:
         t0 = time.perf_counter()

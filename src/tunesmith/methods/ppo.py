@@ -42,7 +42,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from tunesmith.checks.checks import failures
 from tunesmith.checks.preflight import PreflightError
@@ -563,14 +562,7 @@ def run(cfg: PPOConfig, skip_preflight: bool = False) -> PPOResult:
     # the endless stream of fixed-seed epoch orders (P = ppo.prompts_per_iteration).
     per_iteration = cfg.ppo.prompts_per_iteration
     batches = step_batches(len(s.prompts), cfg.train.seed, per_iteration, 1, state.step)
-    bar = tqdm(
-        total=s.iterations,
-        initial=state.step,
-        desc="ppo",
-        unit="iter",
-        dynamic_ncols=True,
-        disable=not run.dist.is_main,
-    )
+    bar = run.progress(s.iterations, "ppo", "iter")
     m: dict[str, Any] = {}
     stopped = False
     while state.step < s.iterations and not stopped:

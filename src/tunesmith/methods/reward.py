@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from tunesmith.checks import PreflightError, failures, preflight_pairs
 from tunesmith.checks.pairs import check_rejects
 from tunesmith.config import LoraSection
 from tunesmith.config.reward import RewardConfig
-from tunesmith.data.dataset import step_batches, write_jsonl
+from tunesmith.data.dataset import write_jsonl
 from tunesmith.data.preference import (
     EncodedPair,
     PairSplits,
@@ -50,7 +49,6 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
-from tunesmith.engine.optim import build_optimizer, build_scheduler
 from tunesmith.engine.precision import autocast
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
@@ -376,31 +374,15 @@ def _result(s: Setup, final: Path, last_loss: float | None, stopped: bool) -> Re
 
 def run(cfg: RewardConfig, skip_preflight: bool = False) -> RewardResult:
     s = setup(cfg, skip_preflight)
-    run, info = s.run, s.dist
-    optimizer = build_optimizer(s.rm.net, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, s.total_steps)
-    if cfg.train.resume:
-        run.restore(s.rm.net, optimizer, scheduler, s.step_module)
+    run = s.run
+    optimizer, scheduler = run.optimizer(s.rm.net, s.total_steps, s.step_module)
     state = run.state
     run.open_log()
     if state.step == 0:
         _evaluate(s, track_best=False)  # the untrained head: the baseline training must beat
     # One step = grad_accum rounds of (micro_batch_size x world) pairs; each rank takes its share.
-    batches = step_batches(
-        len(s.train.pairs),
-        cfg.train.seed,
-        cfg.train.micro_batch_size * info.world,
-        cfg.train.grad_accum,
-        start_step=state.step,
-    )
-    bar = tqdm(
-        total=s.total_steps,
-        initial=state.step,
-        desc="reward",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not info.is_main,
-    )
+    batches = run.batches(len(s.train.pairs))
+    bar = run.progress(s.total_steps, "reward")
     stopped_early, last_loss = False, None
     while state.step < s.total_steps and not stopped_early:
         t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted

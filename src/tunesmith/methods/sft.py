@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from tunesmith.checks.preflight import PreflightError, preflight_failures
 from tunesmith.config import SFTConfig
@@ -32,7 +31,6 @@ from tunesmith.data.dataset import (
     data_files,
     make_rows,
     prepare_data,
-    step_batches,
     write_jsonl,
 )
 from tunesmith.data.templates import template_string
@@ -266,22 +264,9 @@ def run(cfg: SFTConfig, skip_preflight: bool = False) -> RunResult:
     encoded, pad_id = s.data.train.encoded, s.tokenizer.pad_token_id
     per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * info.world
     # One step = grad_accum rounds of (micro_batch_size x world) items; each rank takes its share.
-    batches = step_batches(
-        len(s.rows),
-        cfg.train.seed,
-        cfg.train.micro_batch_size * info.world,
-        cfg.train.grad_accum,
-        start_step=state.step,
-    )
+    batches = run.batches(len(s.rows))
     run.open_log()
-    bar = tqdm(
-        total=s.total_steps,
-        initial=state.step,
-        desc="sft",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not info.is_main,
-    )
+    bar = run.progress(s.total_steps, "sft")
     fill = {"real_tokens": 0.0, "slots": 0.0, "rows": 0.0}
     stopped_early, last_loss = False, None
     while state.step < s.total_steps and not stopped_early:
