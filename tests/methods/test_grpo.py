@@ -221,3 +221,22 @@ def test_fields_grpo_does_not_read_are_refused(
     assert main(["validate", str(cfg)]) == 0
     assert main(["validate", str(cfg), override]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_early_stopping_ends_a_run_whose_held_out_accuracy_stops_rising(
+    tmp_path: Path, tiny_llama: Path
+) -> None:
+    """With a learning rate too small to change a greedy reply, held-out accuracy cannot rise
+    above its first evaluation: patience 1 ends the run after the second, and best/ holds the
+    first evaluated weights."""
+    cfg = _config(tmp_path, tiny_llama)
+    args = ["optim.lr=1e-30", "train.max_steps=6", "train.eval_every=1"]
+    assert main(["train", str(cfg), *args, "train.early_stopping_patience=1"]) == 0
+    run = tmp_path / "runs" / "run"
+    rows = _rows(run)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
+    evals = [r for r in rows if r["split"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    assert len({e["accuracy"] for e in evals}) == 1  # the premise: nothing could improve
+    assert (run / "best" / "adapter_model.safetensors").is_file()
+    assert (run / "final" / "adapter_model.safetensors").is_file()
