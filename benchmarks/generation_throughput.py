@@ -30,9 +30,10 @@ sys.path.insert(0, str(HERE))
 
 from _machine import load_average, machine_info  # noqa: E402
 
+from tunesmith.data.completion_batches import left_pad  # noqa: E402
 from tunesmith.data.records import Message  # noqa: E402
 from tunesmith.data.templates import encode_prompt  # noqa: E402
-from tunesmith.generation import SamplingParams, _eos_ids, left_pad, sample  # noqa: E402
+from tunesmith.generation import SamplingParams, _eos_ids, sample  # noqa: E402
 from tunesmith.models.load import load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
 
 

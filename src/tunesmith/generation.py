@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from tunesmith.data.completion_batches import left_pad
 from tunesmith.data.records import Message
 from tunesmith.data.templates import encode_prompt
 
@@ -54,21 +55,6 @@ def _eos_ids(tokenizer: Any) -> list[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
             ids.add(tid)
     return sorted(i for i in ids if i is not None)
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad token id lists so that new tokens follow every prompt directly.
-
-    Returns ``input_ids`` and ``attention_mask``, both [B, T_max].
-    """
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        if p:
-            ids[row, width - len(p) :] = torch.tensor(list(p))
-            mask[row, width - len(p) :] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 # ----------------------------------------------------------------------------- token choice

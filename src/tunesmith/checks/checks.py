@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from tunesmith.data.completion_batches import left_pad
 from tunesmith.data.dataset import collate_rows
 from tunesmith.data.templates import (
     IGNORE_INDEX,
@@ -20,7 +21,6 @@ from tunesmith.data.templates import (
     Encoded,
     end_of_turn_text,
 )
-from tunesmith.generation import left_pad
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 _SHOWN = 3  # offending examples named in a detail line
@@ -256,7 +256,7 @@ def check_padding_side(
     batch: dict[str, torch.Tensor], rows: Sequence[Sequence[Encoded]], tokenizer: Any, packed: bool
 ) -> Check:
     """4. Training batches are right-padded by our collator; generation left-pads
-    (:func:`tunesmith.generation.left_pad`) so new tokens follow every prompt directly."""
+    (:func:`tunesmith.data.completion_batches.left_pad`) so new tokens follow every prompt."""
     right = True
     for r, row in enumerate(rows):
         real = sum(len(e.input_ids) for e in row)

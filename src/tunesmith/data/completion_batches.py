@@ -45,3 +45,18 @@ def collate_prompt_response(
         ids[row, width - len(p) : width + len(r)] = torch.tensor(list(p) + list(r))
         mask[row, width - len(p) : width + len(r)] = 1
     return {"input_ids": ids, "attention_mask": mask, "response_mask": mask[:, width:]}
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad token id lists so that new tokens follow every prompt directly.
+
+    Returns ``input_ids`` and ``attention_mask``, both [B, T_max].
+    """
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        if p:
+            ids[row, width - len(p) :] = torch.tensor(list(p))
+            mask[row, width - len(p) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}

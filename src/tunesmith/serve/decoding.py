@@ -1,8 +1,8 @@
 """One batch of jobs decoded together, token by token, with a shared KV cache.
 
-Prompts are left-padded (:func:`tunesmith.generation.left_pad`) so that every row's next token
-sits in the last column; position ids count only real tokens. Each step samples every live row,
-streams its new text, and drops finished rows from the batch and the cache.
+Prompts are left-padded (:func:`tunesmith.data.completion_batches.left_pad`) so that every
+row's next token sits in the last column; position ids count only real tokens. Each step samples
+every live row, streams its new text, and drops finished rows from the batch and the cache.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.generation import left_pad
+from tunesmith.data.completion_batches import left_pad
 from tunesmith.serve.host import ModelHost
 from tunesmith.serve.jobs import Delta, Done, Job
 from tunesmith.serve.sampling import TextStream
