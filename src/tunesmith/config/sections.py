@@ -23,7 +23,12 @@ class ModelSection(Section):
         "(`tunesmith models` lists them).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight dtype when loading; auto = float32 on CPU, bfloat16 on CUDA."
+        "auto",
+        description="Weight dtype when loading for training. auto = float32 for every weight "
+        "that trains (fp32 master weights and optimizer state, bf16 autocast per "
+        "train.precision); under LoRA/QLoRA on CUDA the frozen base loads in bfloat16. "
+        "bfloat16 = pure-bf16 weights (less memory; optimizer updates rounded to bf16). "
+        "float16 is refused: training in fp16 needs a loss scaler, which tunesmith does not run.",
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     quantization: Literal["none", "nf4", "int8"] = Field(
@@ -32,6 +37,26 @@ class ModelSection(Section):
         "scales (QLoRA, Dettmers et al. 2023); int8 = LLM.int8 (bitsandbytes, `pip install "
         "tunesmith[quant]`). Adapters still train in 16/32-bit.",
     )
+    trust_pickle: bool = Field(
+        False,
+        description="Allow a model or adapter directory holding only pickle weights (.bin, .pt, "
+        ".pth; no .safetensors) to load. A pickle file can run arbitrary code when loaded, even "
+        "through torch's weights_only loader (CVE-2025-32434): enable only for files from a "
+        "source you trust, or convert them to safetensors. Same as TUNESMITH_TRUST_PICKLE=1.",
+    )
+
+    @field_validator("dtype")
+    @classmethod
+    def _no_fp16_training(cls, value: str) -> str:
+        # fp16's 5-bit exponent underflows small gradients unless the loss is scaled
+        # (torch.amp.GradScaler); bf16 has fp32's range and needs no scaler.
+        if value == "float16":
+            raise ValueError(
+                "model.dtype=float16 is not supported for training: fp16 gradients underflow "
+                "without a loss scaler; use model.dtype=auto (fp32 weights + bf16 autocast) or "
+                "bfloat16 (pure bf16), and train.precision=bf16 or fp32"
+            )
+        return value
 
 
 Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]

@@ -117,6 +117,22 @@ def collate_packed(rows: list[list[Encoded]], pad_id: int) -> dict[str, torch.Te
     }
 
 
+def flatten_rows(input_ids: torch.Tensor, position_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A packed micro-batch's rows [B, T] laid end to end as ONE row [1, B*T] for
+    flash-attention's variable-length path, which finds example boundaries where the position ids
+    restart at 0 (transformers reads them only from a single row). Each row already restarts at
+    0, and every padding token has position 0, so it becomes an example of its own (attending
+    only to itself, as in :func:`block_causal_mask`)."""
+    return {"input_ids": input_ids.reshape(1, -1), "position_ids": position_ids.reshape(1, -1)}
+
+
+def seq_ids_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
+    """Example numbers [B, T] read from restarting ``position_ids`` [B, T] (a new example at
+    every 0), as flash attention reads them; with :func:`block_causal_mask` this gives the mask
+    the variable-length kernel applies."""
+    return torch.cumsum((position_ids == 0).long(), dim=1) - 1
+
+
 def packing_efficiency(rows: Sequence[PackedRow], capacity: int) -> float:
     """Share of the rows' ``capacity`` slots holding real tokens."""
     return sum(r.length for r in rows) / max(len(rows) * capacity, 1)

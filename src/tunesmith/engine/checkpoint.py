@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from tunesmith.models.safe_weights import check_weights_dir, pickle_weight_files
+
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -142,7 +144,11 @@ def load_trainable(model: Any, ckpt: Path) -> None:
     adapter = (ckpt / "adapter_config.json").is_file()
     # the weights alone, not the extra modules Run.checkpoint saves beside them (a value head)
     pattern = "adapter_model*.safetensors" if adapter else "model*.safetensors"
-    for file in sorted(ckpt.glob(pattern)):
+    files = sorted(ckpt.glob(pattern))
+    if not files and check_weights_dir(ckpt, adapter=adapter):  # trusted pickle weights only
+        for file in pickle_weight_files(ckpt, adapter=adapter):
+            tensors.update(torch.load(file, map_location="cpu", weights_only=True))
+    for file in files:
         tensors.update(load_file(str(file)))
     if adapter:
         from peft import set_peft_model_state_dict

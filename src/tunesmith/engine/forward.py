@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tunesmith.data.packing import block_causal_mask
+from tunesmith.data.packing import block_causal_mask, flatten_rows
 from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
 
 
@@ -24,8 +24,10 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     Padded batches carry a 2-D ``attention_mask``; packed batches carry ``position_ids`` that
     restart at every example and a 4-D block-diagonal boolean mask. Flash-attention kernels take
     no 4-D mask: they find the example boundaries from the restarting ``position_ids``
-    (variable-length attention), so the mask is left out for them. Models mixing full and
-    sliding-window layers get one mask per layer type.
+    (variable-length attention), which transformers reads only from a single row, so the packed
+    rows are laid end to end as one row [1, B*T] (:func:`tunesmith.data.packing.flatten_rows`;
+    :func:`restore_rows` gives the outputs back their [B, T] shape) and the mask is left out.
+    Models mixing full and sliding-window layers get one mask per layer type.
     """
     kwargs: dict[str, Any] = {
         "input_ids": batch["input_ids"],
@@ -38,7 +40,9 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if uses_flash_attention(model):
             if branches is not None:
                 raise ValueError("the shared-prompt layout needs a 4-D mask; flash takes none")
-            kwargs.pop("attention_mask")
+            if is_prompt_learning(model):
+                raise ValueError("packing with flash attention cannot hold virtual tokens")
+            return flatten_rows(batch["input_ids"], batch["position_ids"])
         elif "sliding_attention" in (getattr(config, "layer_types", None) or ()):
             # The sliding layers must keep their window inside each packed example.
             window = getattr(config, "sliding_window", None)
@@ -49,7 +53,36 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
                     batch["seq_ids"], window, branches, positions
                 ),
             }
+        if getattr(config, "_attn_implementation", None) == "eager":
+            kwargs["attention_mask"] = _additive(kwargs["attention_mask"], model)
     return kwargs
+
+
+def _additive(mask: Any, model: Any) -> Any:
+    """Eager attention ADDS a 4-D mask to its scores (a boolean one would add 0/1 and mask
+    nothing), so it gets 0 where a key is visible and the dtype's minimum elsewhere."""
+    if isinstance(mask, dict):
+        return {k: _additive(v, model) for k, v in mask.items()}
+    if mask.dtype != torch.bool:
+        return mask
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, torch.finfo(dtype).min
+    )
+
+
+def restore_rows(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A model output for the flattened row [1, B*T, ...] back as [B, T, ...]; any other output
+    as it is."""
+    rows, length = batch["input_ids"].shape
+    if out.size(0) == 1 and rows > 1 and out.size(1) == rows * length:
+        return out.reshape(rows, length, *out.shape[2:])
+    return out
+
+
+def decoder_hidden(decoder: Any, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's last hidden states [B, T, H] for a collated batch (padded or packed)."""
+    return restore_rows(decoder(**model_inputs(model, batch)).last_hidden_state, batch)
 
 
 def is_prompt_learning(model: Any) -> bool:
@@ -65,7 +98,7 @@ def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     Prompt tuning returns logits for the virtual tokens too ([B, n_virtual + T, V]); they come
     first and are dropped, so position t still predicts input token t + 1.
     """
-    logits = model(**model_inputs(model, batch)).logits
+    logits = restore_rows(model(**model_inputs(model, batch)).logits, batch)
     length = batch["input_ids"].size(1)
     return logits[:, -length:] if logits.size(1) > length else logits
 
@@ -128,7 +161,7 @@ def forward_loss(
     if parts is None:
         return token_cross_entropy(forward_logits(model, batch), batch["labels"])
     decoder, head, softcap = parts
-    hidden = decoder(**model_inputs(model, batch)).last_hidden_state  # [B, T, H]
+    hidden = decoder_hidden(decoder, model, batch)  # [B, T, H]
     targets = batch["labels"][:, 1:]  # [B, T-1]
     keep = targets != IGNORE_INDEX
     rows, goal = hidden[:, :-1][keep], targets[keep]  # [N, H], [N]

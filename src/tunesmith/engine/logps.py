@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from tunesmith.engine.distributed import DistInfo, barrier, broadcast_object
-from tunesmith.engine.forward import _parts, forward_logits, model_inputs
+from tunesmith.engine.forward import _parts, decoder_hidden, forward_logits
 from tunesmith.engine.run import ResumeError
 from tunesmith.engine.token_logps import head_logps, token_logps
 
@@ -57,7 +57,7 @@ def sequence_logps(
         flat = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
     else:
         decoder, head, softcap = parts
-        hidden = decoder(**model_inputs(model, batch)).last_hidden_state  # [R, T, H]
+        hidden = decoder_hidden(decoder, model, batch)  # [R, T, H]
         flat = head_logps(head, softcap, hidden.flatten(0, 1)[src], tgt, chunk_size)
     sums = torch.zeros(lengths.shape, dtype=torch.float32, device=flat.device)
     return sums.index_add(0, owner, flat), lengths

@@ -1,4 +1,13 @@
-"""Mixed precision: bf16 autocast where the hardware supports it, fp32 otherwise."""
+"""Mixed precision: bf16 autocast where the hardware supports it, fp32 otherwise.
+
+Weights that train are held in fp32 (the "master weights") and so is the optimizer state; bf16
+autocast runs the matmuls in bf16. With ``model.dtype: auto`` a model is therefore loaded in
+fp32 whenever any of its own weights train (full fine-tuning, top layers, a classifier or reward
+head), also on CUDA. Under LoRA / QLoRA the frozen base may stay bf16 on CUDA (half the memory,
+and frozen weights get no update to lose), while peft keeps the adapter weights in fp32. Pure
+bf16 weights (AdamW updates rounded to bf16) are an explicit choice: ``model.dtype: bfloat16``.
+fp16 training is refused at config load (no loss scaler): see ``config.sections.ModelSection``.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +38,20 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def weight_dtype(name: str, device: torch.device, *, base_trains: bool) -> torch.dtype:
+    """The dtype a model that is about to train is loaded in.
+
+    ``auto``: fp32 on CPU; on CUDA fp32 when ``base_trains`` (some of the loaded model's own
+    weights get optimizer updates), bf16 when only adapters train on a frozen base. An explicit
+    ``float32`` / ``bfloat16`` / ``float16`` is taken as given (``bfloat16``: pure-bf16 weights).
+    """
+    if name == "auto":
+        if device.type == "cuda" and not base_trains:
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tunesmith.engine.forward import _parts, forward_logits, model_inputs
+from tunesmith.engine.forward import _parts, decoder_hidden, forward_logits
 from tunesmith.losses.sft import IGNORE_INDEX
 
 
@@ -62,7 +62,7 @@ def token_logps(
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
         return logp.squeeze(-1) * keep, keep
     decoder, head, softcap = parts
-    hidden = decoder(**model_inputs(model, batch)).last_hidden_state[:, :-1]
+    hidden = decoder_hidden(decoder, model, batch)[:, :-1]
     flat = head_logps(head, softcap, hidden[keep], targets[keep], chunk_size)
     out = torch.zeros(keep.shape, dtype=torch.float32, device=hidden.device)
     out[keep] = flat

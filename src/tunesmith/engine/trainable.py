@@ -3,6 +3,8 @@
 ``build_trainable_model`` loads the base model (quantized when ``model.quantization`` asks, with
 gradient checkpointing when ``train.gradient_checkpointing`` asks) and wraps it with the adapter
 ``adapter.type`` selects, or, for full fine-tuning, freezes all but ``train.trainable_top_layers``.
+Weights that train are fp32 under ``model.dtype: auto`` on every device
+(:func:`tunesmith.engine.precision.weight_dtype`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import torch
 
 from tunesmith.config import AdapterRunConfig, TrainSection
+from tunesmith.engine.precision import weight_dtype
 from tunesmith.models.adapters import attach_adapter, freeze_all_but_top
-from tunesmith.models.load import enable_activation_checkpointing, load_causal_lm, load_dtype
+from tunesmith.models.load import enable_activation_checkpointing, load_causal_lm
 from tunesmith.models.quantization import prepare_quantized
 
 
@@ -24,10 +27,11 @@ def build_trainable_model(cfg: AdapterRunConfig, model_path: Path, device: torch
     torch.manual_seed(cfg.train.seed)  # LoRA's A matrices are drawn here
     model = load_causal_lm(
         model_path,
-        dtype=load_dtype(cfg.model.dtype, device),
+        dtype=weight_dtype(cfg.model.dtype, device, base_trains=cfg.adapter.type == "full"),
         device=device,
         attn_implementation=cfg.model.attn_implementation,
         quantization=cfg.model.quantization,
+        trust_pickle=cfg.model.trust_pickle,
     )
     if cfg.model.quantization != "none":
         model = prepare_quantized(model, cfg.train.gradient_checkpointing)

@@ -37,6 +37,7 @@ from tunesmith.merge.verify import (
     verification_prompts,
 )
 from tunesmith.models.load import load_causal_lm, load_tokenizer
+from tunesmith.models.safe_weights import check_weights_dir
 
 EQUAL_RANK_METHODS = ("linear", "ties", "dare_ties", "dare_linear")
 METHODS = (*EQUAL_RANK_METHODS, "cat", "svd")
@@ -108,6 +109,7 @@ def merge_run(
     from peft import PeftModel
 
     adapter = _adapter_dir(run)
+    check_weights_dir(adapter, adapter=True)
     base = base_model_path(adapter)
     dev = fp32_device(device)
     model = load_causal_lm(base, dtype=torch.float32, device=dev)
@@ -171,6 +173,8 @@ def combine_adapters(
     """A peft model on ``base`` whose active adapter ``merged`` combines ``adapters``."""
     from peft import PeftModel
 
+    for path in adapters:
+        check_weights_dir(path, adapter=True)
     model = load_causal_lm(base, dtype=torch.float32, device=device)
     names = [f"a{i}" for i in range(len(adapters))]
     model = PeftModel.from_pretrained(model, str(adapters[0]), adapter_name=names[0])

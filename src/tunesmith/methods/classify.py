@@ -59,7 +59,7 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
-from tunesmith.engine.precision import autocast
+from tunesmith.engine.precision import autocast, weight_dtype
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
 from tunesmith.eval.classification import classification_report, majority_baseline
@@ -68,10 +68,10 @@ from tunesmith.models.adapters import check_rank, linear_modules, lora_targets, 
 from tunesmith.models.encoders import resolve_backbone
 from tunesmith.models.load import (
     enable_activation_checkpointing,
-    load_dtype,
     load_tokenizer,
     pick_device,
 )
+from tunesmith.models.safe_weights import check_weights_dir, use_safetensors
 
 __all__ = ["ClassifyConfig", "ClassifyResult", "load_classifier", "run"]
 
@@ -126,8 +126,9 @@ def load_backbone(
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        dtype=load_dtype(cfg.model.dtype, device),
+        dtype=weight_dtype(cfg.model.dtype, device, base_trains=True),  # the head trains
         attn_implementation=cfg.model.attn_implementation,
+        use_safetensors=use_safetensors(path, trust_pickle=cfg.model.trust_pickle),
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -211,8 +212,11 @@ def load_classifier(path: str | Path, device: str = "auto") -> tuple[Any, Any]:
         from peft import PeftModel
 
         labels = json.loads((weights / "labels.json").read_text())["labels"]
+        backbone = resolve_backbone(_saved_base(weights))
+        check_weights_dir(weights, adapter=True)  # pickle adapters need TUNESMITH_TRUST_PICKLE=1
         base = AutoModelForSequenceClassification.from_pretrained(
-            str(resolve_backbone(_saved_base(weights))),
+            str(backbone),
+            use_safetensors=use_safetensors(backbone),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
@@ -221,7 +225,9 @@ def load_classifier(path: str | Path, device: str = "auto") -> tuple[Any, Any]:
             base.config.pad_token_id = tokenizer.pad_token_id
         model = PeftModel.from_pretrained(base, str(weights))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(weights))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(weights), use_safetensors=use_safetensors(weights)
+        )
     return model.to(pick_device(device)).eval(), tokenizer
 
 

@@ -266,6 +266,7 @@ def _policy(cfg: PPOConfig, model_path: Path, device: torch.device) -> Any:
         dtype=load_dtype(cfg.model.dtype, device),
         device=device,
         attn_implementation=cfg.model.attn_implementation,
+        trust_pickle=cfg.model.trust_pickle,
     )
     model = attach_lora(model, cfg.lora, cfg.adapter.type)
     model.eval()

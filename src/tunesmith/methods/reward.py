@@ -49,12 +49,11 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
-from tunesmith.engine.precision import autocast
+from tunesmith.engine.precision import autocast, weight_dtype
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
 from tunesmith.losses.bradley_terry import bradley_terry_loss, pairwise_accuracy
 from tunesmith.models.adapters import check_rank, lora_targets, match_targets, parameter_counts
-from tunesmith.models.load import load_dtype
 from tunesmith.models.reward_head import (
     RewardModel,
     RewardScorer,
@@ -132,8 +131,9 @@ def build_reward_model(cfg: RewardConfig, device: torch.device) -> RewardModel:
     net = load_head_model(
         path,
         tokenizer.pad_token_id,
-        load_dtype(cfg.model.dtype, device),
+        weight_dtype(cfg.model.dtype, device, base_trains=True),  # the head trains
         cfg.model.attn_implementation,
+        trust_pickle=cfg.model.trust_pickle,
     )
     if cfg.adapter.type != "full":
         net = attach_reward_lora(net, cfg.lora, cfg.adapter.type)

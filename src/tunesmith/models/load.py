@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from tunesmith.models.safe_weights import check_weights_dir, use_safetensors
+
 
 @dataclass(frozen=True)
 class Alias:
@@ -131,6 +133,9 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def load_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype a model loads in for inference or as a frozen reference: ``auto`` = bf16 on
+    CUDA, fp32 elsewhere. Models that train use :func:`tunesmith.engine.precision.weight_dtype`
+    (fp32 master weights)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -152,15 +157,22 @@ def load_causal_lm(
     device: torch.device,
     attn_implementation: str = "sdpa",
     quantization: str = "none",
+    trust_pickle: bool = False,
 ) -> Any:
     """A causal LM on ``device``; ``quantization`` nf4/int8 loads the weights quantized by
-    bitsandbytes (placed on ``device`` while loading: quantized models cannot be moved)."""
-    from tunesmith.models.quantization import check_nf4_shapes, quantization_config
+    bitsandbytes (placed on ``device`` while loading: quantized models cannot be moved).
+    Safetensors weights only, unless ``trust_pickle`` (or ``TUNESMITH_TRUST_PICKLE=1``)."""
+    from tunesmith.models.quantization import (
+        check_nf4_shapes,
+        quantization_config,
+        quantized_device_map,
+    )
 
-    qconfig = quantization_config(quantization, dtype)
+    safe = use_safetensors(path, trust_pickle=trust_pickle)
+    qconfig = quantization_config(quantization, dtype, device)
     if qconfig is None:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, attn_implementation=attn_implementation
+            str(path), dtype=dtype, attn_implementation=attn_implementation, use_safetensors=safe
         )
         return model.to(device)
     if quantization == "nf4":
@@ -170,7 +182,8 @@ def load_causal_lm(
         dtype=dtype,
         attn_implementation=attn_implementation,
         quantization_config=qconfig,
-        device_map={"": str(device)},
+        device_map=quantized_device_map(device),
+        use_safetensors=safe,
     )
 
 
@@ -221,19 +234,27 @@ def load_for_inference(
     device: str = "auto",
     dtype: str = "auto",
     quantization: str = "none",
+    trust_pickle: bool = False,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """Load a base model, a model dir, or a run dir (with or without its adapter) for inference.
 
     The tokenizer comes from the run's export when there is one, so generation uses the chat
     template the model was trained with. An adapter trained on a quantized base (QLoRA) loads
     on the full-precision base by default; ``quantization`` nf4/int8 quantizes the base again.
+    Pickle-only model or adapter weights are refused unless ``trust_pickle`` (or the env var).
     """
     dev = pick_device(device)
     weights = find_weights_dir(target)
     if weights is not None and (weights / "adapter_config.json").is_file():
         base_path = resolve_model(_adapter_base(weights))
+        if use_adapter:  # refused before the base is loaded
+            check_weights_dir(weights, adapter=True, trust_pickle=trust_pickle)
         model = load_causal_lm(
-            base_path, dtype=load_dtype(dtype, dev), device=dev, quantization=quantization
+            base_path,
+            dtype=load_dtype(dtype, dev),
+            device=dev,
+            quantization=quantization,
+            trust_pickle=trust_pickle,
         )
         if use_adapter:
             from peft import PeftModel
@@ -243,7 +264,9 @@ def load_for_inference(
         tokenizer = load_tokenizer(weights)
     else:
         path = weights if weights is not None else resolve_model(target)
-        model = load_causal_lm(path, dtype=load_dtype(dtype, dev), device=dev)
+        model = load_causal_lm(
+            path, dtype=load_dtype(dtype, dev), device=dev, trust_pickle=trust_pickle
+        )
         tokenizer = load_tokenizer(path)
     model.eval()
     return model, tokenizer

@@ -28,8 +28,29 @@ def bnb_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def quantization_config(kind: str, compute_dtype: torch.dtype) -> Any | None:
-    """The transformers ``BitsAndBytesConfig`` for ``kind`` (None for ``none``).
+def compute_dtype_for(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype NF4 weights are dequantized to for each matmul: bf16 on CUDA with bf16 support
+    (the QLoRA paper's setting; fp32 would double the dequantized tiles and run slower), fp16 on
+    older CUDA GPUs, else the load dtype (fp32 on CPU by default)."""
+    if device.type != "cuda":
+        return dtype
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def quantized_device_map(device: torch.device) -> dict[str, int | str]:
+    """``device_map`` placing the whole quantized model on ``device`` while it loads (a
+    bitsandbytes model cannot be moved after): a CUDA index (the current device for a bare
+    ``cuda``, so each torchrun rank loads onto its own GPU), else the device's name."""
+    if device.type == "cuda":
+        return {"": device.index if device.index is not None else torch.cuda.current_device()}
+    return {"": str(device)}
+
+
+def quantization_config(
+    kind: str, compute_dtype: torch.dtype, device: torch.device | None = None
+) -> Any | None:
+    """The transformers ``BitsAndBytesConfig`` for ``kind`` (None for ``none``); with a
+    ``device``, the NF4 compute dtype is :func:`compute_dtype_for` that device.
 
     Raises :class:`QuantizationError` listing the choices when the backend is missing.
     """
@@ -47,6 +68,8 @@ def quantization_config(kind: str, compute_dtype: torch.dtype) -> Any | None:
         )
     from transformers import BitsAndBytesConfig
 
+    if device is not None:
+        compute_dtype = compute_dtype_for(compute_dtype, device)
     if kind == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(

@@ -72,18 +72,31 @@ def load_tokenizer_for(model_dir: Path | str) -> Any:
 
 
 def load_head_model(
-    model_dir: Path, pad_token_id: int, dtype: torch.dtype, attn_implementation: str | None = None
+    model_dir: Path,
+    pad_token_id: int,
+    dtype: torch.dtype,
+    attn_implementation: str | None = None,
+    trust_pickle: bool = False,
 ) -> Any:
     """``AutoModelForSequenceClassification`` with one output and the pad id set (transformers
-    refuses batches > 1 without it); ``attn_implementation`` None = transformers' default."""
+    refuses batches > 1 without it); ``attn_implementation`` None = transformers' default.
+    Safetensors weights only, unless ``trust_pickle`` (or ``TUNESMITH_TRUST_PICKLE=1``)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
+
+    from tunesmith.models.safe_weights import use_safetensors
+
+    safe = use_safetensors(model_dir, trust_pickle=trust_pickle)
 
     previous = logging.get_verbosity()
     logging.set_verbosity_error()  # a fresh head is always "missing" from the base checkpoint
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), num_labels=1, dtype=dtype, attn_implementation=attn_implementation
+            str(model_dir),
+            num_labels=1,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            use_safetensors=safe,
         )
     finally:
         logging.set_verbosity(previous)
@@ -239,6 +252,9 @@ def load_reward_model(path: str | Path, device: str = "auto") -> RewardModel:
     if (weights / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        from tunesmith.models.safe_weights import check_weights_dir
+
+        check_weights_dir(weights, adapter=True)
         base = load_head_model(resolve_backbone(info["base_model"]), tokenizer.pad_token_id, dtype)
         net = PeftModel.from_pretrained(base, str(weights))
     else:
