@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--adapter", action="append", default=[], metavar="NAME=DIR", help="run or adapter dir"
     )
     p.add_argument("--adapter-root", help="allow POST /v1/adapters for dirs under this root")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default: loopback only); any other needs --api-key-env/--api-key-file",
+    )
     p.add_argument("--port", type=int, default=8000)
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key-env", metavar="VAR", help="require this env var's key as Bearer")
@@ -33,7 +38,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--default-max-tokens", type=int, default=128)
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=None,
+        help="waiting requests before 429 (default: 4 x --max-batch-size); fewer are admitted "
+        "when the measured batch time says they would not finish within --request-timeout",
+    )
+    p.add_argument(
+        "--allow-control-tokens",
+        action="store_true",
+        help="honour special tokens typed in chat content (<|im_end|>...) as real turn markers; "
+        "by default they are plain text, so a user cannot open a system turn",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -97,9 +114,20 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         quantize=args.quantize,
         device=args.device,
         dtype=args.dtype,
+        allow_control_tokens=args.allow_control_tokens,
         limits=limits,
         batching=Batching(window_ms=args.batch_window_ms, max_batch_size=args.max_batch_size),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -107,12 +135,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tunesmith.serve.server import build, serve_forever
 
     settings = settings_from_args(args)
+    if settings.api_key is None and not is_loopback(args.host):
+        raise ServeError(
+            f"--host {args.host}: binding beyond loopback needs an API key "
+            "(--api-key-env VAR or --api-key-file FILE)"
+        )
     try:
         server = build(settings)
     except APIError as e:  # a bad --adapter (not LoRA, other base...)
         raise ServeError(f"--adapter: {e.message}") from None
-    if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"[tunesmith] warning: serving on {args.host} without an API key", flush=True)
     print(
         f"[tunesmith] serving {', '.join(server.host.models())} on http://{args.host}:{args.port}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,8 +14,9 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 
-from tunesmith.serve.adapters import check_name, under_root
+from tunesmith.serve.adapters import check_name, shown, under_root
 from tunesmith.serve.batching import Batcher
 from tunesmith.serve.errors import APIError, bad_request, internal, model_not_found, unauthorized
 from tunesmith.serve.generate import Generator
@@ -24,10 +26,12 @@ from tunesmith.serve.protocol import parse_adapter, parse_chat, parse_completion
 from tunesmith.serve.settings import ServeSettings
 
 OPEN_PATHS = ("/health",)
+UNMATCHED = "unmatched"  # the one metrics label of every path no route matches
+log = logging.getLogger("tunesmith.serve")
 
 
 def _error(e: APIError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status)
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -54,16 +58,21 @@ class Server:
         self.host = host
         self.metrics = Metrics()
         limits = settings.limits
-        self.batcher = Batcher(host, settings.batching, self.metrics, limits.max_queue)
+        self.batcher = Batcher(host, settings.batching, self.metrics, limits)
         self.generate = Generator(host, self.batcher, self.metrics, limits)
+        # Names being loaded: reserved before the load is queued, so of concurrent adds of one
+        # name exactly one wins (the check and the reservation run with no await between them).
+        self.loading: set[str] = set()
 
     def authorized(self, request: Request) -> bool:
+        return request.url.path in OPEN_PATHS or self.key_ok(request)
+
+    def key_ok(self, request: Request) -> bool:
+        """No key is configured, or the request carries it."""
         key = self.settings.api_key
-        if key is None or request.url.path in OPEN_PATHS:
+        if key is None:
             return True
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), key)
+        return key_matches(request.headers.get("authorization", ""), key)
 
     async def add_adapter(self, raw: bytes) -> dict[str, Any]:
         root = self.settings.adapter_root
@@ -75,12 +84,16 @@ class Server:
                 code="no_adapter_root",
             )
         body = parse_adapter(raw)
-        check_name(body.name, set(self.host.models()))
         path = under_root(root, body.path)
-        weights = await asyncio.wrap_future(
-            self.batcher.control(_loader(self.host, body.name, path))
-        )
-        return {"id": body.name, "object": "model", "path": str(weights)}
+        check_name(body.name, set(self.host.models()) | self.loading)
+        self.loading.add(body.name)
+        try:
+            weights = await asyncio.wrap_future(
+                self.batcher.control(_loader(self.host, body.name, path, root))
+            )
+        finally:
+            self.loading.discard(body.name)
+        return {"id": body.name, "object": "model", "path": shown(root, weights)}
 
     async def remove_adapter(self, name: str) -> dict[str, Any]:
         if name == self.host.base_name:
@@ -105,14 +118,29 @@ class Server:
         return {"object": "list", "data": rows}
 
 
-def _loader(host: ModelHost, name: str, path: Path) -> Callable[[], Path]:
+def key_matches(header: str, key: str) -> bool:
+    """``header`` is ``Bearer <key>``, compared in constant time as bytes: a header with any
+    byte (HTTP headers arrive latin-1 decoded, so this gives back the bytes sent) never raises,
+    and a UTF-8 key sent as UTF-8 matches."""
+    scheme, _, token = header.partition(" ")
+    given = token.strip().encode("latin-1", errors="replace")
+    return hmac.compare_digest(given, key.encode()) and scheme.lower() == "bearer"
+
+
+def _loader(host: ModelHost, name: str, path: Path, root: Path) -> Callable[[], Path]:
     def load() -> Path:
         try:
-            return host.add(name, path)
+            return host.add(name, path, root)
         except APIError:
             raise
         except Exception as e:  # a corrupt or incompatible adapter: the server keeps going
-            raise bad_request(f"Cannot load adapter '{name}': {e}", param="path") from None
+            # The exception's text may quote a file or name server paths: logged, not returned.
+            log.warning("adapter %r from %s failed to load: %r", name, path, e)
+            raise bad_request(
+                f"Cannot load adapter '{name}' from '{shown(root, path)}': its files are not a "
+                f"LoRA adapter this base can load ({type(e).__name__})",
+                param="path",
+            ) from None
 
     return load
 
@@ -126,19 +154,31 @@ def _middleware(server: Server) -> Callable[..., Awaitable[Response]]:
                 response = await call_next(request)
             except Exception as e:  # never a bare 500 page
                 response = _error(internal(f"{type(e).__name__}: {e}"))
-        server.metrics.request(request.url.path, response.status_code)
+        server.metrics.request(route_label(request.app.routes, request.scope), response.status_code)
         return response
 
     return guard
+
+
+def route_label(routes: list[BaseRoute], scope: dict[str, Any]) -> str:
+    """The template of the route a request matches (``/v1/adapters/{name}``), else ``unmatched``:
+    metrics labels stay as few as the routes, whatever paths clients send."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return str(getattr(route, "path", UNMATCHED))
+    return UNMATCHED
 
 
 def _routes(app: FastAPI, server: Server) -> None:
     limit = server.settings.limits.max_body_bytes
 
     @app.get("/health", response_model=None)
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         alive = server.batcher.alive
-        body = {"status": "ok" if alive else "worker stopped", "models": server.host.models()}
+        body: dict[str, Any] = {"status": "ok" if alive else "worker stopped"}
+        if server.key_ok(request):  # the served names are for key holders only
+            body["models"] = server.host.models()
         return JSONResponse(body, status_code=200 if alive else 503)
 
     @app.get("/v1/models")
@@ -153,11 +193,11 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Response:
-        return await server.generate(parse_chat(await read_body(request, limit)))
+        return await server.generate(request, read_body(request, limit), parse_chat)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Response:
-        return await server.generate(parse_completion(await read_body(request, limit)))
+        return await server.generate(request, read_body(request, limit), parse_completion)
 
     @app.post("/v1/adapters", status_code=201)
     async def add_adapter(request: Request) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tunesmith.errors import UserError
@@ -22,6 +23,7 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -29,6 +31,7 @@ class APIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers = headers  # extra response headers (``Retry-After`` on a 429)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -69,12 +72,15 @@ def timed_out(seconds: float) -> APIError:
     )
 
 
-def overloaded(depth: int) -> APIError:
+def overloaded(reason: str, retry_after: float) -> APIError:
+    """A request refused because it could not finish in time: 429 with ``Retry-After``."""
+    seconds = max(1, math.ceil(retry_after))
     return APIError(
         429,
-        f"The server queue is full ({depth} requests waiting); retry later",
+        f"The server is overloaded ({reason}); retry after {seconds} s",
         type="rate_limit_error",
         code="queue_full",
+        headers={"Retry-After": str(seconds)},
     )
 
 

@@ -1,12 +1,17 @@
-"""``/v1/chat/completions`` and ``/v1/completions``: validate, queue, await tokens, reply."""
+"""``/v1/chat/completions`` and ``/v1/completions``: validate, queue, await tokens, reply.
+
+A client that disconnects frees its row: a streaming one when the response stops (Starlette
+cancels the stream), any other while it waits, by a watcher on the connection's receive channel.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tunesmith.serve import responses
@@ -65,15 +70,33 @@ class Generator:
             raise event.error
         return event
 
-    async def __call__(self, req: GenRequest) -> JSONResponse | StreamingResponse:
-        job = self._job(req)
+    async def __call__(
+        self, request: Request, body: Awaitable[bytes], parse: Callable[[bytes], GenRequest]
+    ) -> JSONResponse | StreamingResponse:
+        """Read and ``parse`` the body, queue the job, answer; the batcher counts the request as
+        arriving until it is queued (a forming batch waits for it)."""
+        self.batcher.arriving += 1
+        try:
+            req = parse(await body)
+            job = self._job(req)
+            self.batcher.submit(job)
+        finally:
+            self.batcher.arriving -= 1
         deadline = job.created + self.limits.request_timeout_s
-        self.batcher.submit(job)
-        await self._next(job, deadline)  # Started: the model and the request are good
-        if req.stream:
-            return StreamingResponse(
-                self._stream(req, job, deadline), media_type="text/event-stream"
-            )
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(request, job))
+        try:
+            await self._next(job, deadline)  # Started: the model and the request are good
+            if req.stream:
+                return StreamingResponse(
+                    self._stream(req, job, deadline), media_type="text/event-stream"
+                )
+            return await self._full(req, job, deadline)
+        finally:
+            watcher.cancel()
+            if not req.stream:
+                job.cancelled.set()  # finished, failed or abandoned: the row is free
+
+    async def _full(self, req: GenRequest, job: Job, deadline: float) -> JSONResponse:
         parts = []
         while not isinstance(event := await self._next(job, deadline), Done):
             if isinstance(event, Delta):
@@ -104,3 +127,14 @@ class Generator:
         finally:
             job.cancelled.set()  # a client that went away frees its row
         yield responses.DONE_EVENT
+
+
+async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+    """Cancel ``job`` when the client goes away. The body is read by now, so the next message
+    on the receive channel is ``http.disconnect``."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    job.cancelled.set()
+    # The handler stops waiting too; nobody reads the answer (499: nginx's "client closed").
+    gone = APIError(499, "The client closed the connection", code="client_closed")
+    job.events.put_nowait(Failed(gone))

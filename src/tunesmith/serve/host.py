@@ -3,10 +3,16 @@
 Adapters are loaded into one ``PeftModel`` (``load_adapter``); a batch names each row's adapter
 (``adapter_names=``, ``"__base__"`` for the base), so rows for different adapters share every
 forward pass. Only the worker thread calls :meth:`add`, :meth:`remove` and :meth:`forward`.
+
+Control tokens (the tokenizer's special tokens, such as ``<|im_end|>``) typed inside a chat
+message are tokenized as plain text by default, so a user cannot close their turn and open a
+``system`` one; ``allow_control_tokens`` honours them as the template's own.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.records import Message
-from tunesmith.data.templates import encode_prompt
+from tunesmith.data.templates import encode_prompt, render_prompt
 from tunesmith.models.load import (
     load_causal_lm,
     load_dtype,
@@ -23,7 +29,14 @@ from tunesmith.models.load import (
     pick_device,
     resolve_model,
 )
-from tunesmith.serve.adapters import BASE_ROW, adapter_dir, check_same_base
+from tunesmith.serve.adapters import (
+    BASE_ROW,
+    adapter_dir,
+    check_inside,
+    check_name,
+    check_same_base,
+    shown,
+)
 from tunesmith.serve.errors import APIError, bad_request
 from tunesmith.serve.quantize import quantize_int8
 from tunesmith.serve.settings import ServeSettings
@@ -36,6 +49,49 @@ CALIBRATION = (
 )
 
 
+def control_tokens(tokenizer: Any) -> list[str]:
+    """The tokenizer's special-token strings, longest first (so a regex tries them in order)."""
+    names = {str(t) for t in tokenizer.all_special_tokens}
+    names |= {
+        t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special
+    }
+    return sorted((n for n in names if n), key=len, reverse=True)
+
+
+def encode_escaped(messages: list[Message], tokenizer: Any) -> list[int]:
+    """Prompt ids like :func:`encode_prompt`, but a control token inside a message's content
+    becomes the plain-text tokens of its characters (``split_special_tokens``).
+
+    Each such occurrence is swapped for a placeholder before the template renders, and the text
+    is tokenized piece by piece around the placeholders. A conversation without one is encoded
+    exactly as :func:`encode_prompt` does.
+    """
+    specials = control_tokens(tokenizer)
+    pattern = re.compile("|".join(map(re.escape, specials))) if specials else None
+    if pattern is None or not any(pattern.search(m.content) for m in messages):
+        return encode_prompt(messages, tokenizer)
+    mark, found = f"\ue000{secrets.token_hex(8)}:", []
+
+    def swap(match: re.Match[str]) -> str:
+        found.append(match.group())
+        return f"{mark}{len(found) - 1}\ue001"
+
+    safe = [Message(role=m.role, content=pattern.sub(swap, m.content)) for m in messages]
+    text = render_prompt(safe, tokenizer)
+    bos = getattr(tokenizer, "bos_token", None)
+    add_bos = not (bos and bos in text)  # as encode_prompt: BOS never doubled
+    ids: list[int] = []
+    for i, piece in enumerate(re.split(re.escape(mark) + "(\\d+)\ue001", text)):
+        if i % 2:  # a placeholder's index: the control token's characters, as plain text
+            literal = found[int(piece)]
+            ids += tokenizer(literal, add_special_tokens=False, split_special_tokens=True)[
+                "input_ids"
+            ]
+        elif piece or (i == 0 and add_bos):
+            ids += tokenizer(piece, add_special_tokens=add_bos and i == 0)["input_ids"]
+    return ids
+
+
 class ModelHost:
     def __init__(self, settings: ServeSettings) -> None:
         self.base_dir = resolve_model(settings.base)
@@ -46,6 +102,7 @@ class ModelHost:
         self.tokenizer = load_tokenizer(self.base_dir)
         self.prompt_tokenizers: dict[str, Any] = {self.base_name: self.tokenizer}
         self.adapters: dict[str, Path] = {}
+        self.allow_control_tokens = settings.allow_control_tokens
         self.lock = threading.Lock()  # guards the tokenizers and the adapter tables
         for name, path in settings.adapters.items():
             self.add(name, path)
@@ -80,7 +137,9 @@ class ModelHost:
             tokenizer = self.prompt_tokenizers.get(name, self.tokenizer)
             if messages is not None:
                 try:
-                    return encode_prompt(messages, tokenizer)
+                    if self.allow_control_tokens:
+                        return encode_prompt(messages, tokenizer)
+                    return encode_escaped(messages, tokenizer)
                 except Exception as e:  # a template that rejects this conversation
                     raise bad_request(f"Cannot render the conversation: {e}", "messages") from None
             return list(tokenizer(prompt or "")["input_ids"])
@@ -90,9 +149,16 @@ class ModelHost:
             return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     # ------------------------------------------------------------------ adapters
-    def add(self, name: str, path: Path) -> Path:
-        weights = adapter_dir(path)
-        check_same_base(weights, self.base_dir)
+    def add(self, name: str, path: Path, root: Path | None = None) -> Path:
+        """Load the adapter at ``path`` as ``name``. With ``root`` (a runtime addition), every
+        entry of the adapter dir must resolve inside it and errors name paths relative to it."""
+        check_name(name, set(self.models()))  # the app reserves names first; this guards others
+        label = shown(root, path) if root is not None else str(path)
+        weights = adapter_dir(path, label)
+        if root is not None:
+            check_inside(root, weights)
+            label = shown(root, weights)
+        check_same_base(weights, self.base_dir, label)
         from peft import PeftModel
 
         if isinstance(self.model, PeftModel):

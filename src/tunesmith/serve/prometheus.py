@@ -9,6 +9,11 @@ from typing import Any
 _WINDOW = 1000  # latencies kept for the quantiles
 
 
+def label_value(value: object) -> str:
+    """A label value escaped as the Prometheus text format requires: ``\\``, ``"``, newline."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _quantile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -31,6 +36,8 @@ class Metrics:
         self.in_flight = 0
 
     def request(self, endpoint: str, status: int) -> None:
+        """One answered request; ``endpoint`` is a route template (or ``unmatched``), never the
+        raw path, so the label set stays as small as the route table."""
         with self._lock:
             self.requests[(endpoint, status)] += 1
 
@@ -77,7 +84,8 @@ class Metrics:
         snap = self.snapshot()
         lines = ["# TYPE tunesmith_requests_total counter"]
         for row in snap["requests"]:
-            labels = f'endpoint="{row["endpoint"]}",status="{row["status"]}"'
+            endpoint, status = label_value(row["endpoint"]), label_value(row["status"])
+            labels = f'endpoint="{endpoint}",status="{status}"'
             lines.append(f"tunesmith_requests_total{{{labels}}} {row['count']}")
         lat = snap["latency_seconds"]
         lines += [

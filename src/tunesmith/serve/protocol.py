@@ -25,13 +25,14 @@ class _Body(BaseModel):
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    # NaN and infinities are refused as "must be a finite number", not as out of range.
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     top_k: int = Field(default=0, ge=0)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # a 64-bit integer
     n: int = Field(default=1, ge=1, le=1)
 
 
@@ -71,8 +72,10 @@ class GenRequest:
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise bad_request(f"The request body is not valid JSON: {e}", code="invalid_json") from e
+    except RecursionError:  # thousands of nested [ or {
+        raise bad_request("The request body nests too deeply", code="invalid_json") from None
+    except ValueError as e:  # bad JSON or UTF-8, or an integer over Python's 4300 digits
+        raise bad_request(f"The request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object", code="invalid_json")
     return data

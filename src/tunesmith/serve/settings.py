@@ -15,7 +15,9 @@ class Limits:
     default_max_tokens: int = 128
     max_body_bytes: int = 1_000_000
     request_timeout_s: float = 120.0
-    max_queue: int = 256
+    # Requests waiting for a batch before a 429; None: 4 x max_batch_size. Fewer are admitted
+    # when the measured batch time says they would not finish within request_timeout_s.
+    max_queue: int | None = None
 
 
 @dataclass(frozen=True)
@@ -36,5 +38,7 @@ class ServeSettings:
     quantize: str = "none"  # none | int8
     device: str = "auto"
     dtype: str = "auto"
+    # Special tokens typed in chat content (``<|im_end|>``...) are plain text unless this is on.
+    allow_control_tokens: bool = False
     limits: Limits = field(default_factory=Limits)
     batching: Batching = field(default_factory=Batching)
