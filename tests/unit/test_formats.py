@@ -205,10 +205,11 @@ def test_messages_multi_turn_with_system_and_extra_keys() -> None:
         ([], "messages", "empty conversation"),
         ([{"role": "human", "content": "x"}], "messages[0].role", "unknown role 'human'"),
         ([{"role": "user", "content": 3}], "messages[0].content", "got number"),
-        (
-            [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
-            "messages[0].content",
-            "got list",
+        (  # OpenAI content parts: text parts are read (tests/methods/test_malformed_corpus.py),
+            # any other part type is refused by name
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}],
+            "messages[0].content[0].type",
+            "'image_url' is not supported",
         ),
         ([{"role": "user", "content": "q"}], "messages", "no assistant turn"),
         (

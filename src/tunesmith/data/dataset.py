@@ -1,14 +1,18 @@
 """From the data section of a config to tokenized train and held-out splits.
 
-Nothing is dropped without a record: malformed rows raise (or, with ``on_error=skip``, become
-rejects), and examples removed by policy (over-long with ``truncation=drop``, no trainable token
-left) are always written to the rejects with their reason and counted in the log.
+Nothing is dropped without a record: malformed rows, and examples with no trainable token left,
+raise naming ``FILE:LINE`` (or, with ``on_error=skip``, become rejects); examples removed by
+policy (over-long with ``truncation=drop``) are always written to the rejects with their reason
+and counted in the log. When no training example is left the error starts with the first
+reject's line and reason, and carries the rejects for the run dir
+(:class:`~tunesmith.data.records.NoUsableDataError`).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,11 +21,11 @@ from typing import Any
 import torch
 
 from tunesmith.config import DataSection, DatasetSpec
-from tunesmith.data.formats import detect_format, load_examples
+from tunesmith.data.formats import detect_format, load_examples, unused_keys
 from tunesmith.data.mixing import draw, replay_count, temperature_counts
 from tunesmith.data.packing import collate_packed, pack_first_fit_decreasing
 from tunesmith.data.readers import iter_rows
-from tunesmith.data.records import DataError, Example
+from tunesmith.data.records import DataError, Example, NoUsableDataError
 from tunesmith.data.split import cap_held_out, hold_out
 from tunesmith.data.templates import IGNORE_INDEX, Encoded, encode_example
 
@@ -86,8 +90,10 @@ def _read_dataset(
     out: list[Example] = []
     first_format: tuple[str, str] | None = None
     for path in paths:
-        chosen = fmt if fmt != "auto" else detect_file_format(path, split)
-        if first_format is not None and chosen != first_format[1]:
+        chosen = fmt if fmt != "auto" else detect_file_format(path, split, cfg.on_error)
+        if chosen is None:  # skip mode, no readable record: each becomes a reject below
+            chosen = "auto"
+        elif first_format is not None and chosen != first_format[1]:
             raise DataError(
                 path,
                 1,
@@ -96,20 +102,55 @@ def _read_dataset(
                 f"of {first_format[0]} in the same dataset; list the files as "
                 "separate datasets to mix formats",
             )
-        first_format = first_format or (path, chosen)
+        if chosen != "auto":
+            first_format = first_format or (path, chosen)
         examples, bad = load_examples(path, chosen, split=split, on_error=cfg.on_error)
+        _warn_unused(path, chosen, examples)
         out.extend(_tagged(ex, tag, Path(path).stem) for ex in examples)
         rejects.extend({**r, "stage": "read"} for r in bad)
     return out
 
 
-def detect_file_format(path: str, split: str = "train") -> str:
-    """The format of a file, detected from its first record."""
-    # Unparseable rows are the reader's business (raise or skip); detection uses the first
-    # row that parses.
-    for line, row in iter_rows(path, split=split, on_bad_row=lambda err, raw: None):
-        return detect_format(row, path, line)
-    raise DataError(path, None, None, "no records")
+def _warn_unused(path: str, fmt: str, examples: list[Example]) -> None:
+    """One line naming the keys (columns) of a file that its format does not train on."""
+    if unused := unused_keys(examples):
+        names = ", ".join(repr(k) for k in unused)
+        print(
+            f"[tunesmith] warning: {path}: {names} not used by the '{fmt}' format (kept as "
+            "metadata, not trained on)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def detect_file_format(path: str, split: str = "train", on_error: str = "raise") -> str | None:
+    """The format of a file, detected from its first record.
+
+    With ``on_error="raise"`` a first record that cannot be read, or has no known format, raises
+    its own error (file, line and reason). With ``"skip"`` detection uses the first record that
+    reads and has a known format, and returns ``None`` when the file holds records but none
+    does: :func:`load_examples` then rejects each with its reason.
+
+    Raises:
+        DataError: the file holds no record at all, or (raise mode) its first record is bad.
+    """
+    skipped = 0
+
+    def skip(err: DataError, raw: Any) -> None:
+        nonlocal skipped
+        skipped += 1
+
+    handler = skip if on_error == "skip" else None
+    for line, row in iter_rows(path, split=split, on_bad_row=handler):
+        try:
+            return detect_format(row, path, line)
+        except DataError:
+            if handler is None:
+                raise
+            skipped += 1
+    if skipped:
+        return None
+    raise DataError(path, None, None, "no records (the file is empty or holds only blank lines)")
 
 
 def split_held_out(
@@ -139,6 +180,13 @@ def _encode_all(
                 truncation=cfg.truncation,
             )
         except DataError as err:
+            if cfg.on_error == "raise" and not _dropped_by_policy(err, cfg):
+                raise DataError(
+                    err.source,
+                    err.line,
+                    err.field_name,
+                    f"{err.reason} (data.on_error=skip records it in rejects.jsonl instead)",
+                ) from err
             rejects.append({**err.to_json(), "stage": f"encode:{split}", "row": ex.to_json()})
             stats[f"{split}_rejected"] += 1
             continue
@@ -146,6 +194,12 @@ def _encode_all(
         out.examples.append(ex)
         out.encoded.append(enc)
     return out
+
+
+def _dropped_by_policy(err: DataError, cfg: DataSection) -> bool:
+    """Whether the encoder dropped an example because ``truncation: drop`` asks it to (a reject
+    in both modes), rather than for a defect of the example (an error in raise mode)."""
+    return cfg.truncation == "drop" and err.field_name is None and "> max_length" in err.reason
 
 
 def _count_for(spec: DatasetSpec, size: int) -> int:
@@ -249,12 +303,8 @@ def prepare_data(cfg: DataSection, tokenizer: Any) -> PreparedData:
     mix: dict[str, int] = {}
     train = _mix(parts, cfg, replay, mix)
     if not train.encoded:
-        raise DataError(
-            str(_as_list(dataset_specs(cfg)[0].path)[0]),
-            None,
-            None,
-            f"no usable training example ({len(rejects)} rejected; see rejects)",
-        )
+        first = str(_as_list(dataset_specs(cfg)[0].path)[0])
+        raise NoUsableDataError.from_rejects(first, "training example", rejects)
     stats["train_examples"], stats["val_examples"] = len(train.encoded), len(val.encoded)
     stats["mix"] = mix
     return PreparedData(train=train, val=val, rejects=rejects, stats=stats)

@@ -5,7 +5,8 @@ Supported formats and their keys (``[...]`` = optional):
 * ``alpaca``: ``instruction``, ``output``, [``input``], [``system``]
 * ``sharegpt``: ``conversations`` (a list of ``{"from", "value"}``), [``system``]
 * ``messages``: ``messages`` (a list of ``{"role", "content"}``; extra keys such as ``name``
-  are ignored)
+  are ignored; ``content`` may be OpenAI content parts ``[{"type": "text", "text": ...}]``,
+  joined, while a part of another type such as ``image_url`` is an error naming the part)
 * ``prompt_completion``: ``prompt``, ``completion`` (becomes a user turn and an assistant turn)
 * ``text``: ``text`` (plain text for continued pre-training)
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith.data.readers import describe_type, iter_rows
-from tunesmith.data.records import DataError, Example, Message, Role
+from tunesmith.data.records import DataError, Example, Message, Role, content_text
 
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 
@@ -108,6 +109,15 @@ def to_example(row: dict[str, Any], fmt: str, source: str, line: int) -> Example
     if isinstance(content, str):
         return Example(source=source, line=line, text=content, meta=meta)
     return Example(source=source, line=line, messages=content, meta=meta)
+
+
+def unused_keys(examples: list[Example]) -> list[str]:
+    """The keys of ``examples``' rows that their format does not read, in first-seen order (kept
+    in :attr:`Example.meta`, never trained on); ``tag`` and ``task`` are read by mixing."""
+    seen: dict[str, None] = {}
+    for ex in examples:
+        seen.update(dict.fromkeys(k for k in ex.meta if k not in ("tag", "task")))
+    return list(seen)
 
 
 def load_examples(
@@ -244,7 +254,11 @@ def _turn(item: Any, field_name: str, spec: _TurnSpec, where: _Where) -> Message
         raise where.error(
             f"{field_name}.{spec.role_key}", f"unknown role {raw_role!r}; expected one of {allowed}"
         )
-    return Message(spec.roles[raw_role], _turn_str(item, spec.content_key, field_name, where))
+    content_field = f"{field_name}.{spec.content_key}"
+    if spec.content_key not in item:
+        raise where.error(content_field, "missing")
+    content = content_text(item[spec.content_key], where.source, where.line, content_field)
+    return Message(spec.roles[raw_role], content)
 
 
 def _turn_str(item: dict[str, Any], key: str, field_name: str, where: _Where) -> str:

@@ -3,6 +3,8 @@
 Accepted record forms (every other key is ignored, except a string ``tag``):
 
 * ``{"prompt": str, "chosen": str, "rejected": str}``: the prompt becomes one user turn.
+  (Every ``content`` of a turn may be a string or OpenAI text content parts, as in SFT data;
+  the keys a pair does not read are named in one warning per file.)
 * ``{"messages": [...], "chosen": str, "rejected": str}``: ``messages`` (``role``/``content``
   turns, as in SFT data) is the conversation so far; it must end with a user turn.
 * ``{"prompt": [...], "chosen": [...], "rejected": [...]}`` (TRL's conversational form): the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ from typing import Any
 import jinja2
 
 from tunesmith.data.readers import describe_type, iter_rows
-from tunesmith.data.records import ROLES, DataError, Message
+from tunesmith.data.records import ROLES, DataError, Message, NoUsableDataError, content_text
 from tunesmith.data.split import cap_held_out, hold_out
 from tunesmith.data.templates import (
     encode_prompt,
@@ -114,7 +117,9 @@ def load_preference_pairs(
             raise err
         rejects.append(_reject(source, err.line or 0, "malformed", raw, err.field_name, err.reason))
 
+    unused: dict[str, None] = {}
     for line, row in iter_rows(path, split=split, on_bad_row=malformed):
+        unused.update(dict.fromkeys(k for k in row if k not in _PAIR_KEYS))
         try:
             pair = pair_from_row(row, source, line)
         except DataError as err:
@@ -126,7 +131,17 @@ def load_preference_pairs(
         else:
             field_name = "chosen" if rule != "empty_rejected" else "rejected"
             rejects.append(_reject(source, line, rule, row, field_name, _RULE_REASONS[rule]))
+    if unused:
+        names = ", ".join(repr(k) for k in unused)
+        print(
+            f"[tunesmith] warning: {source}: {names} not used by preference pairs (ignored)",
+            file=sys.stderr,
+            flush=True,
+        )
     return pairs, rejects
+
+
+_PAIR_KEYS = frozenset({"prompt", "messages", "chosen", "rejected", "tag"})
 
 
 _RULE_REASONS = {
@@ -212,7 +227,7 @@ def _turns(value: Any, field_name: str, source: str, line: int) -> tuple[Message
             raise DataError(
                 source, line, f"{where}.role", f"unknown role {role!r}; expected one of {ROLES}"
             )
-        content = _as_str(item.get("content"), f"{where}.content", source, line)
+        content = content_text(item.get("content"), source, line, f"{where}.content")
         turns.append(Message(role, content))  # type: ignore[arg-type]
     return tuple(turns)
 
@@ -407,11 +422,8 @@ def read_preference_data(
     else:
         pairs, val = hold_out(pairs, val_fraction, seed, max_val)
     if not pairs:
-        raise DataError(
-            ", ".join(_file_list(train)),
-            None,
-            None,
-            f"no usable preference pair ({len(rejects)} rejected; rejects.jsonl says why)",
+        raise NoUsableDataError.from_rejects(
+            ", ".join(_file_list(train)), "preference pair", rejects
         )
     return PairSplits(pairs, val, rejects)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tunesmith.data.preference import pair_from_row
 from tunesmith.data.readers import iter_rows
-from tunesmith.data.records import DataError, Message
+from tunesmith.data.records import DataError, Message, NoUsableDataError, content_text
 from tunesmith.data.templates import encode_prompt
 
 ROLES = ("system", "user", "assistant")
@@ -43,9 +43,8 @@ def _turns(raw: Any, source: str, line: int) -> list[Message]:
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise DataError(source, line, f"messages[{i}].role", f"must be one of {ROLES}")
-        if not isinstance(m.get("content"), str):
-            raise DataError(source, line, f"messages[{i}].content", "must be a string")
-        turns.append(Message(role=m["role"], content=m["content"]))
+        content = content_text(m.get("content"), source, line, f"messages[{i}].content")
+        turns.append(Message(role=m["role"], content=content))
     while turns and turns[-1].role == "assistant":
         turns.pop()  # the reference reply of a chat example: not part of the prompt
     if not turns or turns[-1].role != "user":
@@ -92,8 +91,15 @@ def read_prompts(
     error naming the file, line and field; with ``on_error="skip"`` it goes to ``rejects``
     (``{"source", "line", "field", "reason", "record"}``) instead."""
     out: list[PromptRecord] = []
+    kept = rejects if on_error == "skip" and rejects is not None else None
+
+    def unreadable(err: DataError, raw: Any) -> None:  # a row the reader cannot parse
+        assert kept is not None
+        kept.append({"rule": "malformed", **err.to_json(), "record": raw})
+
+    handler = unreadable if kept is not None else None
     for path in paths:
-        for line, row in iter_rows(path, split=split):
+        for line, row in iter_rows(path, split=split, on_bad_row=handler):
             try:
                 out.append(
                     _record(
@@ -121,7 +127,8 @@ def read_prompts(
                     }
                 )
     if not out:
-        raise DataError(", ".join(map(str, paths)), None, None, "no prompt records")
+        source = ", ".join(map(str, paths))
+        raise NoUsableDataError.from_rejects(source, "prompt record", rejects or [])
     return out
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tunesmith.data.records import DataError
+from tunesmith.data.records import DataError, describe_type
 
 Row = dict[str, Any]
 BadRowHandler = Callable[[DataError, Any], None]
@@ -31,6 +31,10 @@ _Item = tuple[int, Row | DataError, Any]
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".parquet")
 DATASET_MARKERS: tuple[str, ...] = ("dataset_dict.json", "dataset_info.json", "state.json")
 _PARQUET_BATCH_ROWS = 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+MAX_NESTING = 100
+"""Deepest nesting of lists and objects a JSON row may have; deeper is a row-level error (a
+chat record nests 3 or 4 levels, and Python's parser would hit its recursion limit near 1,000)."""
 
 
 def iter_rows(
@@ -55,7 +59,9 @@ def iter_rows(
         raise _file_error(source, "file not found")
     if p.is_dir():
         return _deliver(_dataset_items(p, source, split), on_bad_row)
-    return _deliver(_reader_for(p, source)(p, source), on_bad_row)
+    reader = _reader_for(p, source)
+    _check_compression(p, source)
+    return _deliver(reader(p, source), on_bad_row)
 
 
 def _deliver(items: Iterator[_Item], on_bad_row: BadRowHandler | None) -> Iterator[tuple[int, Row]]:
@@ -81,21 +87,59 @@ def _reader_for(path: Path, source: str) -> Callable[[Path, str], Iterator[_Item
     )
 
 
+def _check_compression(path: Path, source: str) -> None:
+    """Refuse a gzip file whose name does not end in ``.gz``: read as text it is one bad line."""
+    if path.name.lower().endswith(".gz") or not path.is_file():
+        return
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(2)
+    except OSError as exc:
+        raise _file_error(source, f"cannot read file: {exc}") from exc
+    if magic == _GZIP_MAGIC:
+        raise _file_error(
+            source, f"is gzip-compressed but not named .gz; rename it to {path.name}.gz"
+        )
+
+
 def _file_error(source: str, reason: str) -> DataError:
     """An error about the file as a whole (no line, no field)."""
     return DataError(source, None, None, reason)
 
 
-def _not_object(source: str, line: int, value: Any) -> DataError:
-    return DataError(source, line, None, f"expected a JSON object, got {describe_type(value)}")
+def _not_object(source: str, line: int, value: Any, hint: str = "") -> DataError:
+    return DataError(
+        source, line, None, f"expected a JSON object, got {describe_type(value)}{hint}"
+    )
 
 
-def describe_type(value: Any) -> str:
-    """A JSON-flavoured type name for error messages."""
-    if value is None:
-        return "null"
-    names = {bool: "boolean", str: "string", int: "number", float: "number", list: "list"}
-    return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
+def _nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0), counted without
+    recursion and only up to ``limit + 1``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(source: str, line: int) -> DataError:
+    return DataError(
+        source, line, None, f"JSON nested deeper than {MAX_NESTING} levels of lists and objects"
+    )
+
+
+def _nesting_error(value: Any, text: str | None, source: str, line: int) -> DataError | None:
+    """A row-level error when ``value`` nests deeper than :data:`MAX_NESTING`."""
+    if text is not None and text.count("[") + text.count("{") <= MAX_NESTING:
+        return None  # cannot be deeper than its brackets: skip the walk
+    return _too_deep(source, line) if _nesting_depth(value, MAX_NESTING) > MAX_NESTING else None
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -145,11 +189,19 @@ def _jsonl_items(path: Path, source: str) -> Iterator[_Item]:
 
 
 def _parse_json_line(text: str, source: str, line: int) -> tuple[Row | DataError, Any]:
+    """One JSONL line as a row, or the row-level error and the raw line text for a reject."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         return DataError(source, line, None, f"invalid JSON: {exc.msg} at column {exc.colno}"), text
-    return (value, None) if isinstance(value, dict) else (_not_object(source, line, value), value)
+    except RecursionError:
+        return _too_deep(source, line), text
+    if (deep := _nesting_error(value, text, source, line)) is not None:
+        return deep, text
+    if isinstance(value, dict):
+        return value, None
+    hint = "; a .jsonl file holds one object per line (a list of objects is a .json file)"
+    return _not_object(source, line, value, hint if isinstance(value, list) else ""), value
 
 
 # ---------------------------------------------------------------- JSON
@@ -158,10 +210,12 @@ def _parse_json_line(text: str, source: str, line: int) -> tuple[Row | DataError
 def _json_items(path: Path, source: str) -> Iterator[_Item]:
     rows = _json_row_list(_load_json_document(path, source), source)
     for line, value in enumerate(rows, 1):
-        if isinstance(value, dict):
-            yield line, value, None
-        else:
+        if not isinstance(value, dict):
             yield line, _not_object(source, line, value), value
+        elif (deep := _nesting_error(value, None, source, line)) is not None:
+            yield line, deep, None
+        else:
+            yield line, value, None
 
 
 def _load_json_document(path: Path, source: str) -> Any:
@@ -179,6 +233,9 @@ def _load_json_document(path: Path, source: str) -> Any:
         raise _utf8_error(source, line, data[line_start:], exc.start - line_start) from None
     try:
         return json.loads(text)
+    except RecursionError:
+        reason = f"JSON nested too deeply to parse (rows may nest at most {MAX_NESTING} levels)"
+        raise _file_error(source, reason) from None
     except json.JSONDecodeError as exc:
         hint = "; for one object per line name the file .jsonl" if exc.msg == "Extra data" else ""
         reason = f"invalid JSON: {exc.msg} at column {exc.colno}{hint}"

@@ -54,6 +54,52 @@ class Example:
         return out
 
 
+def describe_type(value: Any) -> str:
+    """A JSON-flavoured type name for error messages."""
+    if value is None:
+        return "null"
+    names = {bool: "boolean", str: "string", int: "number", float: "number", list: "list"}
+    return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
+
+
+def content_text(value: Any, source: str, line: int, field_name: str) -> str:
+    """The text of a chat turn's ``content``: a string, or OpenAI-style content parts.
+
+    Content parts (``[{"type": "text", "text": "..."}, ...]``) are joined with no separator, as
+    OpenAI concatenates them; a part of any other type (``image_url``, ``input_audio``...) cannot
+    be trained on by a text model and is an error naming the part (``field_name[i].type``).
+
+    Raises:
+        DataError: ``value`` is neither a string nor a list of text parts.
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        got = describe_type(value)
+        reason = f"expected a string or a list of text parts, got {got}"
+        raise DataError(source, line, field_name, reason)
+    texts = []
+    for i, part in enumerate(value):
+        where = f"{field_name}[{i}]"
+        if not isinstance(part, dict):
+            got = describe_type(part)
+            reason = f'expected a content part {{"type": "text", "text": ...}}, got {got}'
+            raise DataError(source, line, where, reason)
+        kind = part.get("type")
+        if kind != "text":
+            reason = (
+                f"content part of type {kind!r} is not supported; only 'text' parts can be "
+                "trained on"
+            )
+            raise DataError(source, line, f"{where}.type", reason)
+        text = part.get("text")
+        if not isinstance(text, str):
+            reason = f"expected a string, got {describe_type(text)}"
+            raise DataError(source, line, f"{where}.text", reason)
+        texts.append(text)
+    return "".join(texts)
+
+
 class DataError(ValueError):
     """A problem with user data, always naming the file, the line (or row) and the field."""
 
@@ -73,3 +119,56 @@ class DataError(ValueError):
             "field": self.field_name,
             "reason": self.reason,
         }
+
+
+class NoUsableDataError(DataError):
+    """Every record was rejected: nothing is left to train on.
+
+    Carries the ``rejects`` so that whoever owns the run directory writes them where the message
+    says (:meth:`tunesmith.engine.run.Run.preparing`); :meth:`with_rejects_path` names that file.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        line: int | None,
+        field_name: str | None,
+        message: str,
+        rejects: list[dict[str, Any]],
+    ):
+        super().__init__(source, line, field_name, message)
+        self.rejects = rejects
+
+    @classmethod
+    def from_rejects(
+        cls, source: str, what: str, rejects: list[dict[str, Any]]
+    ) -> NoUsableDataError:
+        """The error for ``what`` (``"training example"``...), located at the first reject.
+
+        The message starts with the first reject's ``FILE:LINE: field: reason`` so that even a
+        one-record file names its line and rule, then counts the rest.
+        """
+        if not rejects:
+            reason = (
+                f"no usable {what} (none was rejected: the files hold none, or the held-out "
+                "split took them all)"
+            )
+            return cls(source, None, None, reason, rejects)
+        first = rejects[0]
+        rule = f" [{first['rule']}]" if first.get("rule") else ""
+        reason = (
+            f"{first.get('reason')}{rule}; no usable {what} "
+            f"({len(rejects)} rejected; this is the first)"
+        )
+        return cls(
+            str(first.get("source") or source),
+            first.get("line"),
+            first.get("field"),
+            reason,
+            rejects,
+        )
+
+    def with_rejects_path(self, path: str) -> NoUsableDataError:
+        """The same error, its message saying where every reject was written."""
+        reason = f"{self.reason}; every reject with its reason is in {path}"
+        return NoUsableDataError(self.source, self.line, self.field_name, reason, self.rejects)

@@ -39,7 +39,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from tunesmith.config import BaseRunConfig, dump_config
-from tunesmith.data.dataset import step_batches
+from tunesmith.data.dataset import step_batches, write_jsonl
+from tunesmith.data.records import NoUsableDataError
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.distributed import (
     DistInfo,
@@ -160,14 +161,28 @@ class Run:
     @contextmanager
     def preparing(self) -> Iterator[None]:
         """Setup that may be refused (bad data, pre-flight): a fresh run dir that is still empty
-        when it fails is removed, so a refused start leaves nothing behind."""
+        when it fails is removed, so a refused start leaves nothing behind, except when every
+        record was rejected: then the rejects are written to ``rejects.jsonl`` (on resume,
+        ``rejects.failed.jsonl``) beside a ``FAILED`` marker, and the error names that file."""
         try:
             yield
+        except NoUsableDataError as err:
+            if not self.dist.is_main:
+                raise
+            raise err.with_rejects_path(str(self._keep_rejects(err))) from err
         except BaseException:
             fresh = not self.cfg.train.resume and self.dist.is_main
             if fresh and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
                 self.run_dir.rmdir()
             raise
+
+    def _keep_rejects(self, err: NoUsableDataError) -> Path:
+        """Write the rejects of a start refused for its data, and mark the run dir failed."""
+        name = "rejects.failed.jsonl" if self.cfg.train.resume else "rejects.jsonl"
+        path = self.run_dir / name
+        write_jsonl(path, err.rejects)
+        (self.run_dir / "FAILED").write_text(f"{err}\n", encoding="utf-8")
+        return path
 
     def announce(self, data_files: list[str], extra: dict[str, Any], banner: str) -> None:
         """``config.yaml`` and ``env.json`` (rank 0), the banner, and the metrics log."""

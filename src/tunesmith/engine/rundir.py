@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import sys
 import time
 from importlib import metadata
@@ -26,6 +27,8 @@ def new_run_dir(cfg: BaseRunConfig) -> Path:
                 "(set train.run_name to the run's name)"
             )
         return run_dir
+    if (run_dir / "FAILED").is_file() and not (run_dir / "config.yaml").exists():
+        shutil.rmtree(run_dir)  # a start refused for its data (Run.preparing): start again
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(
             f"{run_dir} already exists; choose another train.run_name, or "
