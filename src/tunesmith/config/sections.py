@@ -356,7 +356,8 @@ class CheckpointingFields(Section):
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute each decoder layer's activations in the backward pass: less "
-        "memory (SmolLM2 LoRA bf16: 7.4 -> 2.5 GiB), slower steps (~1.5x measured here).",
+        "memory, slower steps (SmolLM2 LoRA bf16 on CPU: peak RSS 5.0 -> 2.2 GiB, 1.77x the "
+        "step time; benchmarks/results/levers.json).",
     )
 
 
