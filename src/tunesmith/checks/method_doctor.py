@@ -35,8 +35,8 @@ from tunesmith.checks.pairs import (
 from tunesmith.checks.prompts import model_context_length, preflight_prompts, render_prompts
 from tunesmith.checks.render import RenderedExample
 from tunesmith.data.labelled import LabelledText, read_labelled
-from tunesmith.data.preference import read_preference_data
-from tunesmith.data.prompts import PromptRecord, read_prompts
+from tunesmith.data.preference import read_pair_section
+from tunesmith.data.prompts import read_prompt_section
 from tunesmith.data.records import DataError
 from tunesmith.data.split import cap_held_out, hold_out
 from tunesmith.data.templates import ChatTemplateError
@@ -83,15 +83,7 @@ def _split(items: Sequence[Any], held: list[Any] | None, d: Any, cap: int | None
 
 def diagnose_pairs(cfg: Any, model_path: Path, tokenizer: Any, n: int) -> Found:
     d = cfg.data
-    splits = read_preference_data(
-        d.train,
-        d.validation,
-        split=d.split,
-        on_error=d.on_error,
-        val_fraction=d.val_fraction,
-        max_val=d.max_val_pairs,
-        seed=d.seed,
-    )
+    splits = read_pair_section(d)
     train, rejects = splits.train, splits.rejects
     line = f"{len(train)} train / {len(splits.val)} held-out pairs, {len(rejects)} rejected"
     if cfg.method == "reward" and backbone_kind(model_path) == "encoder":
@@ -113,22 +105,7 @@ def diagnose_prompts(cfg: Any, model_path: Path, tokenizer: Any, n: int) -> Foun
     d = cfg.data
     rejects: list[dict[str, Any]] = []
 
-    def read(files: list[str]) -> list[PromptRecord]:
-        return read_prompts(
-            files,
-            tokenizer,
-            d.template,
-            d.system_prompt,
-            max_prompt_length=d.max_prompt_length,
-            split=getattr(d, "split", "train"),
-            on_error=d.on_error,
-            rejects=rejects,
-        )
-
-    records = read(paths(d.train))
-    validation = getattr(d, "validation", None)
-    held = read(paths(validation)) if validation else None
-    train, val = _split(records, held, d, getattr(d, "max_val_examples", None))
+    train, val = read_prompt_section(d, tokenizer, rejects)
     context = model_context_length(AutoConfig.from_pretrained(str(model_path)))
     checks = preflight_prompts(train, tokenizer, cfg, context_length=context)
     line = f"{len(train)} train / {len(val)} held-out prompts, {len(rejects)} rejected"

@@ -458,3 +458,17 @@ def encode_pair_splits(
         ),
     }
     return EncodedSplits(train, val, stats)
+
+
+def read_pair_section(d: Any) -> PairSplits:
+    """:func:`read_preference_data` for a config's pair-data section (``data:`` of dpo/reward):
+    its files, split, on_error, val_fraction, max_val_pairs and seed."""
+    return read_preference_data(
+        d.train,
+        d.validation,
+        split=d.split,
+        on_error=d.on_error,
+        val_fraction=d.val_fraction,
+        max_val=d.max_val_pairs,
+        seed=d.seed,
+    )

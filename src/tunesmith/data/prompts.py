@@ -164,3 +164,28 @@ def reward_fields(records: Sequence[PromptRecord], repeat: int) -> dict[str, lis
     prompt-major); a record without a field gives None there."""
     names = sorted({k for r in records for k in r.fields})
     return {n: [r.fields.get(n) for r in records for _ in range(repeat)] for n in names}
+
+
+def read_prompt_section(
+    d: Any, tokenizer: Any, rejects: list[dict[str, Any]]
+) -> tuple[list[PromptRecord], list[PromptRecord]]:
+    """``(train, held_out)`` prompts of a config's prompt-data section (``data:`` of grpo/ppo):
+    the validation files (capped at ``max_val_examples``), else the one held-out split of the
+    training prompts (:mod:`tunesmith.data.split`). Skipped rows are appended to ``rejects``."""
+    from tunesmith.data.split import cap_held_out, hold_out
+
+    def read(paths: Sequence[str]) -> list[PromptRecord]:
+        return read_prompts(
+            paths,
+            tokenizer,
+            d.template,
+            d.system_prompt,
+            max_prompt_length=d.max_prompt_length,
+            split=d.split,
+            on_error=d.on_error,
+            rejects=rejects,
+        )
+
+    if d.validation:
+        return read(d.train), cap_held_out(read(list(d.validation)), d.max_val_examples, d.seed)
+    return hold_out(read(d.train), d.val_fraction, d.seed, d.max_val_examples)

@@ -50,7 +50,7 @@ from tunesmith.data.preference import (
     PairSplits,
     encode_pair_splits,
     pairs_hash,
-    read_preference_data,
+    read_pair_section,
 )
 from tunesmith.data.split import held_out_note
 from tunesmith.data.templates import template_string
@@ -214,15 +214,7 @@ def _read_data(
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
     d = cfg.data
-    splits = read_preference_data(
-        d.train,
-        d.validation,
-        split=d.split,
-        on_error=d.on_error,
-        val_fraction=d.val_fraction,
-        max_val=d.max_val_pairs,
-        seed=d.seed,
-    )
+    splits = read_pair_section(d)
     data = encode_pair_splits(splits, tokenizer, d.template, d.max_length)
     # Pre-flight of the pairs (checks/pairs.py); `tunesmith doctor` explains, --skip-preflight
     # overrides.

@@ -41,8 +41,8 @@ from tunesmith.checks import PreflightError, failures, model_context_length, pre
 from tunesmith.config.grpo import GRPOConfig
 from tunesmith.data.completion_batches import collate_completions
 from tunesmith.data.dataset import step_batches, write_jsonl
-from tunesmith.data.prompts import PromptRecord, read_prompts, reward_fields
-from tunesmith.data.split import cap_held_out, held_out_note, hold_out
+from tunesmith.data.prompts import PromptRecord, read_prompt_section, reward_fields
+from tunesmith.data.split import held_out_note
 from tunesmith.data.templates import template_string
 from tunesmith.engine.distributed import (
     all_reduce_sum,
@@ -132,23 +132,7 @@ def _read_prompts(
     cfg: GRPOConfig, tokenizer: Any, rejects: list[dict[str, Any]]
 ) -> tuple[list[PromptRecord], list[PromptRecord]]:
     """Training and held-out prompts: the validation files, else ``val_fraction`` of train."""
-    d = cfg.data
-
-    def read(paths: list[str]) -> list[PromptRecord]:
-        return read_prompts(
-            paths,
-            tokenizer,
-            d.template,
-            d.system_prompt,
-            max_prompt_length=d.max_prompt_length,
-            split=d.split,
-            on_error=d.on_error,
-            rejects=rejects,
-        )
-
-    if d.validation:
-        return read(d.train), cap_held_out(read(list(d.validation)), d.max_val_examples, d.seed)
-    return hold_out(read(d.train), d.val_fraction, d.seed, d.max_val_examples)
+    return read_prompt_section(cfg.data, tokenizer, rejects)
 
 
 def setup(cfg: GRPOConfig, skip_preflight: bool = False) -> Setup:

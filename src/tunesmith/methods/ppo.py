@@ -49,8 +49,8 @@ from tunesmith.checks.prompts import check_reward_model, model_context_length, p
 from tunesmith.config.ppo import PPOConfig
 from tunesmith.data.completion_batches import collate_prompt_response
 from tunesmith.data.dataset import step_batches, write_jsonl
-from tunesmith.data.prompts import PromptRecord, read_prompts
-from tunesmith.data.split import cap_held_out, held_out_note, hold_out
+from tunesmith.data.prompts import PromptRecord, read_prompt_section
+from tunesmith.data.split import held_out_note
 from tunesmith.data.templates import encode_prompt, template_string
 from tunesmith.engine.distributed import (
     all_reduce_sum,
@@ -231,24 +231,7 @@ def read_prompt_splits(
 ) -> tuple[list[PromptRecord], list[PromptRecord]]:
     """(training, held-out) prompts: the validation files, else the shared held-out split of
     the training prompts (:func:`tunesmith.data.split.hold_out`), capped at max_val_examples."""
-    d = cfg.data
-
-    def read(paths: list[str]) -> list[PromptRecord]:
-        return read_prompts(
-            paths,
-            tokenizer,
-            d.template,
-            d.system_prompt,
-            (),
-            d.max_prompt_length,
-            split=d.split,
-            on_error=d.on_error,
-            rejects=rejects,
-        )
-
-    if d.validation:
-        return read(d.train), cap_held_out(read(d.validation), d.max_val_examples, d.seed)
-    return hold_out(read(d.train), d.val_fraction, d.seed, d.max_val_examples)
+    return read_prompt_section(cfg.data, tokenizer, rejects)
 
 
 def preflight(cfg: PPOConfig, prompts: list[PromptRecord], tokenizer: Any, model: Any) -> None:

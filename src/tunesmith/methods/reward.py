@@ -38,7 +38,7 @@ from tunesmith.data.preference import (
     PairSplits,
     PreferencePair,
     encode_pair,
-    read_preference_data,
+    read_pair_section,
 )
 from tunesmith.data.sequence_batches import Encoded, pad_batch, pair_batch
 from tunesmith.data.split import held_out_note
@@ -151,16 +151,7 @@ def build_reward_model(cfg: RewardConfig, device: torch.device) -> RewardModel:
 
 def read_pairs(cfg: RewardConfig) -> PairSplits:
     """(train, held-out, rejects) through the one preference reader and held-out rule."""
-    d = cfg.data
-    return read_preference_data(
-        d.train,
-        d.validation,
-        split=d.split,
-        on_error=d.on_error,
-        val_fraction=d.val_fraction,
-        max_val=d.max_val_pairs,
-        seed=d.seed,
-    )
+    return read_pair_section(cfg.data)
 
 
 def encode_pairs(rm: RewardModel, pairs: list[PreferencePair]) -> Pairs:
