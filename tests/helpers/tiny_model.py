@@ -47,3 +47,15 @@ def make_tiny_model_dir(root: Path, arch: str = "llama", seed: int = 0) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def make_llama64_dir(out: Path) -> Path:
+    """A 64-wide tiny Llama (seed 0): bitsandbytes' CPU NF4 kernels need widths that are
+    multiples of 64."""
+    tok = make_tiny_tokenizer()
+    cfg = tiny_config("llama", len(tok), tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
+    cfg.hidden_size, cfg.intermediate_size, cfg.head_dim = 64, 128, 16
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -158,19 +158,9 @@ def test_unknown_reward_and_bad_adapter_fail_early(tmp_path: Path, tiny_llama: P
 @pytest.fixture(scope="module")
 def llama64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 64-wide tiny Llama: bitsandbytes' CPU NF4 kernels need widths that are multiples of 64."""
-    from transformers import AutoModelForCausalLM
+    from tests.helpers.tiny_model import make_llama64_dir
 
-    from tests.helpers.tiny_model import tiny_config
-    from tests.helpers.tiny_tokenizer import make_tiny_tokenizer
-
-    out = tmp_path_factory.mktemp("models") / "llama64"
-    tok = make_tiny_tokenizer()
-    cfg = tiny_config("llama", len(tok), tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
-    cfg.hidden_size, cfg.intermediate_size, cfg.head_dim = 64, 128, 16
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_llama64_dir(tmp_path_factory.mktemp("models") / "llama64")
 
 
 def test_qlora_grpo_trains_on_a_4bit_base(

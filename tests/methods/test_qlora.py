@@ -15,8 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.helpers.runs import step_losses, train, write_chat_data, write_config
-from tests.helpers.tiny_model import tiny_config
-from tests.helpers.tiny_tokenizer import make_tiny_tokenizer
+from tests.helpers.tiny_model import make_llama64_dir
 from tunesmith.cli import main
 
 pytest.importorskip("bitsandbytes")
@@ -29,14 +28,7 @@ QLORA_TOLERANCE = 0.05
 
 @pytest.fixture(scope="module")
 def llama64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "llama64"
-    tok = make_tiny_tokenizer()
-    cfg = tiny_config("llama", len(tok), tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
-    cfg.hidden_size, cfg.intermediate_size, cfg.head_dim = 64, 128, 16
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_llama64_dir(tmp_path_factory.mktemp("models") / "llama64")
 
 
 def _quantized_weights(model: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -53,7 +53,13 @@ from tunesmith.engine.precision import autocast, weight_dtype
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
 from tunesmith.losses.bradley_terry import bradley_terry_loss, pairwise_accuracy
-from tunesmith.models.adapters import check_rank, lora_targets, match_targets, parameter_counts
+from tunesmith.models.adapters import (
+    check_rank,
+    lora_config,
+    lora_targets,
+    match_targets,
+    parameter_counts,
+)
 from tunesmith.models.reward_head import (
     RewardModel,
     RewardScorer,
@@ -107,21 +113,13 @@ class Setup(OnRun):
 
 def attach_reward_lora(net: Any, cfg: LoraSection, kind: str) -> Any:
     """LoRA on the backbone (peft task SEQ_CLS), the scalar head trained in full."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     targets = lora_targets(cfg.target_modules)
     matched = match_targets(net, targets, "lora.target_modules")
     check_rank({n: m for n, m in matched.items() if n.rsplit(".", 1)[-1] not in HEADS}, cfg.r)
-    config = LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=targets,
-        use_rslora=cfg.use_rslora or kind == "rslora",
-        use_dora=kind == "dora",
-        task_type="SEQ_CLS",  # peft adds the head (score / classifier) to modules_to_save
-    )
-    return get_peft_model(net, config)
+    # SEQ_CLS: peft adds the head (score / classifier) to modules_to_save
+    return get_peft_model(net, lora_config(cfg, kind, targets, "SEQ_CLS"))
 
 
 def build_reward_model(cfg: RewardConfig, device: torch.device) -> RewardModel:

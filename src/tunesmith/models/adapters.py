@@ -100,20 +100,11 @@ def attach_lora(model: Any, cfg: LoraSection, kind: str = "lora") -> Any:
     alpha / sqrt(r); DoRA (Liu et al. 2024) splits W into a trained magnitude and a direction
     that LoRA updates.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     targets = lora_targets(cfg.target_modules)
     check_rank(match_targets(model, targets, "lora.target_modules"), cfg.r)
-    config = LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=targets,
-        use_rslora=cfg.use_rslora or kind == "rslora",
-        use_dora=kind == "dora",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(cfg, kind, targets, "CAUSAL_LM"))
 
 
 def _peft_config(cfg: AdapterRunConfig, model: Any, model_path: str) -> Any:
@@ -199,3 +190,18 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
+
+
+def lora_config(cfg: Any, kind: str, targets: Any, task_type: str) -> Any:
+    """peft's ``LoraConfig`` for a ``lora`` section and ``adapter.type`` (lora, rslora, dora)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        use_rslora=cfg.use_rslora or kind == "rslora",
+        use_dora=kind == "dora",
+        task_type=task_type,
+    )
