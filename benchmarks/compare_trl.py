@@ -66,10 +66,13 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class Job:
-    """One benchmark run: a tool, a layout (TRL: always unpacked), a precision, a repeat."""
+    """One benchmark run: a tool, a layout, a precision, a repeat. tunesmith: ``unpacked`` or
+    ``packed``; TRL: ``unpacked`` (padded), ``padding_free`` (TRL's ``padding_free=True``: rows
+    laid end to end, no padding) or ``default`` (TRL's own SFTConfig defaults: padded, bf16,
+    gradient checkpointing on), the peer's side of the default-against-default row."""
 
     tool: str  # "tunesmith" | "trl"
-    layout: str  # "unpacked" | "packed"
+    layout: str  # "unpacked" | "packed" | "padding_free" | "default"
     precision: str  # "fp32" | "bf16"
     repeat: int
 
@@ -92,6 +95,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="runs of each variant, alternating")
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--layouts", default="unpacked,packed", help="tunesmith: unpacked, packed")
+    p.add_argument(
+        "--trl-layouts",
+        default="unpacked,padding_free",
+        help="TRL: unpacked (padded), padding_free; the best one is the like-for-like peer",
+    )
+    p.add_argument(
+        "--no-defaults",
+        action="store_true",
+        help="skip TRL's all-defaults run (the default-against-default row)",
+    )
     p.add_argument("--no-trl", action="store_true", help="tunesmith only (no ratios)")
     p.add_argument("--examples", type=int, default=512)
     p.add_argument("--batch", type=int, default=8, help="examples per optimizer step")
@@ -115,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps must be >= 2 (the first step is warm-up)")
     args.precisions = [x for x in args.precisions.split(",") if x]
     args.layouts = [x for x in args.layouts.split(",") if x]
+    args.trl_layouts = [x for x in args.trl_layouts.split(",") if x]
     return args
 
 
@@ -126,8 +140,10 @@ def schedule(args: argparse.Namespace) -> list[Job]:
         block: list[Job] = []
         for prec in args.precisions:
             ts = [Job("tunesmith", layout, prec, r) for layout in args.layouts]
-            trl = [] if args.no_trl else [Job("trl", "unpacked", prec, r)]
+            trl = [] if args.no_trl else [Job("trl", lay, prec, r) for lay in args.trl_layouts]
             block += ts[:1] + trl + ts[1:]
+        if not (args.no_trl or args.no_defaults):
+            block.append(Job("trl", "default", "bf16", r))
         jobs += block if r % 2 == 0 else block[::-1]
     return jobs
 
@@ -277,7 +293,8 @@ def trl_spec(args: argparse.Namespace, data: dict[str, Any], job: Job, out: Path
         "weight_decay": 0.0,
         "max_grad_norm": 1.0,
         "precision": job.precision,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "gradient_checkpointing": args.gradient_checkpointing or job.layout == "default",
+        "padding_free": job.layout == "padding_free",
         "max_length": args.max_length,
         "lora_r": 16,
         "lora_alpha": 32,
@@ -429,15 +446,50 @@ RATIO_KEYS = (
 )
 
 
-def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """tunesmith / TRL for every tunesmith variant against TRL at the same precision."""
-    out: dict[str, dict[str, float | None]] = {}
+def best_trl(results: dict[str, dict[str, Any]], precision: str) -> str | None:
+    """The TRL variant at ``precision`` with the most assistant tokens/s (padded or
+    padding-free; TRL's all-defaults run is not a like-for-like candidate)."""
+    names = [
+        n
+        for n, r in results.items()
+        if r["tool"] == "trl" and r["precision"] == precision and r["layout"] != "default"
+    ]
+    return max(names, key=lambda n: results[n]["assistant_tokens_per_s"], default=None)
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    return {k: (a[k] / b[k] if a[k] and b[k] else None) for k in RATIO_KEYS}
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """tunesmith / TRL for every tunesmith variant against the best TRL variant at the same
+    precision (named in ``trl``)."""
+    out: dict[str, dict[str, Any]] = {}
     for name, res in results.items():
-        trl = results.get(f"trl-unpacked-{res['precision']}")
+        trl = best_trl(results, res["precision"])
         if res["tool"] != "tunesmith" or trl is None:
             continue
-        out[name] = {k: (res[k] / trl[k] if res[k] and trl[k] else None) for k in RATIO_KEYS}
+        out[name] = {**_ratio(res, results[trl]), "trl": trl}
     return out
+
+
+def default_vs_default(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """What a user gets from each tool's defaults: tunesmith's recipes (packed, ``precision:
+    auto``, which is bf16 on this machine when bf16 is native) against TRL's SFTConfig defaults
+    (padded, bf16, gradient checkpointing)."""
+    import torch
+
+    from tunesmith.engine.precision import resolve_precision
+
+    auto = resolve_precision("auto", torch.device("cpu"))
+    ours, theirs = results.get(f"tunesmith-packed-{auto}"), results.get("trl-default-bf16")
+    if ours is None or theirs is None:
+        return None
+    return {
+        **_ratio(ours, theirs),
+        "tunesmith": f"tunesmith-packed-{auto}",
+        "trl": "trl-default-bf16",
+    }
 
 
 def paired_step_ratios(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -577,6 +629,7 @@ def run_sft(args: argparse.Namespace) -> dict[str, Any]:
         "data": {k: v for k, v in data.items() if k not in ("paths", "model_dir")},
         "results": results,
         "ratios_tunesmith_over_trl": ratios(results),
+        "default_vs_default": default_vs_default(results),
         "paired_step_ratio_unpacked": {
             "wall": paired_step_ratios(runs, "step_seconds"),
             "cpu": paired_step_ratios(runs, "step_cpu_seconds"),

@@ -6,6 +6,9 @@ each batch = ``batch`` distinct prompts), ``--new-tokens`` new tokens per row. B
 on identical inputs: ``sample`` (tunesmith's decode loop over the model's KV cache) and, for
 reference, ``model.generate`` (transformers), greedy so they do the same work, plus ``sample``
 at temperature 1 (the GRPO setting). Rows that end early (end-of-turn) count only their tokens.
+The GRPO shape (``batch // 8`` prompts x 8 samples, temperature 1) runs twice on the decoding
+engine: each prompt prefilled once and its cache rows shared by its 8 samples, and prefilled
+8 times (``share_prefix=False``); both draw the same tokens (the seeds are fixed).
 
 Usage::
 
@@ -33,7 +36,13 @@ from _machine import load_average, machine_info  # noqa: E402
 from tunesmith.data.completion_batches import left_pad  # noqa: E402
 from tunesmith.data.records import Message  # noqa: E402
 from tunesmith.data.templates import encode_prompt  # noqa: E402
-from tunesmith.generation import SamplingParams, _eos_ids, sample  # noqa: E402
+from tunesmith.decoding import Engine, Request  # noqa: E402
+from tunesmith.generation import (  # noqa: E402
+    SamplingParams,
+    _eos_ids,
+    model_engine_forward,
+    sample,
+)
 from tunesmith.models.load import load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
 
 
@@ -72,6 +81,19 @@ def _time(fn: Any) -> tuple[float, int]:
     return time.perf_counter() - t0, tokens
 
 
+def _groups(model: Any, tok: Any, prompts: list[list[int]], new: int, share: bool) -> int:
+    """8 samples of each prompt, seeds fixed, on ``len(prompts) * 8`` slots."""
+    hot = SamplingParams(max_new_tokens=new, temperature=1.0)
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    engine = Engine(
+        model_engine_forward(model), decode, set(_eos_ids(tok)), 8 * len(prompts),
+        share_prefix=share,
+    )  # fmt: skip
+    with torch.no_grad():
+        rows = engine.run([Request(p, hot, seed=i, num_samples=8) for i, p in enumerate(prompts)])
+    return sum(len(r.tokens) for r in rows)
+
+
 def _measure(model: Any, tok: Any, batch: int, new: int) -> dict[str, Any]:
     prompts = _prompts(tok, batch)
     greedy = SamplingParams(max_new_tokens=new)
@@ -85,6 +107,10 @@ def _measure(model: Any, tok: Any, batch: int, new: int) -> dict[str, Any]:
             len(c.token_ids) for c in sample(model, tok, prompts, hot, batch_size=batch)
         ),
     }
+    if batch >= 8:
+        groups = prompts[: batch // 8]
+        runs["groups_g8_shared_prefill"] = lambda: _groups(model, tok, groups, new, True)
+        runs["groups_g8_prefill_each"] = lambda: _groups(model, tok, groups, new, False)
     row: dict[str, Any] = {"batch": batch, "load_before": load_average()}
     for name, fn in runs.items():
         seconds, tokens = _time(fn)

@@ -4,7 +4,13 @@ Every variant is the same job as ``compare_trl.py`` (SmolLM2-135M-Instruct, 512 
 chats, max length 512, 8 examples per step, LoRA r=16 all-linear unless said otherwise), run
 through the real CLI in its own process, and differs from the baseline in one setting only:
 
-- ``baseline``: packed rows, bf16 autocast (what ``precision: auto`` picks here);
+- ``baseline``: packed rows, bf16 autocast (what ``precision: auto`` picks here), the frozen
+  base stored in bf16 (``model.dtype: auto`` under bf16 where bf16 is native), rows padded to
+  bucket widths (``tunesmith.data.packing.bucket_width``);
+- ``fp32-base``: ``model.dtype: float32``: the frozen base in fp32, so autocast re-casts every
+  frozen weight to bf16 in every forward (the lever "frozen base stored in bf16", alone);
+- ``dropout-0``: ``lora.dropout: 0`` (peft then applies ``nn.Identity``: no dropped copy of
+  each adapted layer's input; the lever "no extra copy of x", alone);
 - ``unpacked``: padded batches of exactly 8 examples (packing off);
 - ``fp32``: no autocast;
 - ``grad-ckpt``: ``train.gradient_checkpointing: true`` (memory for recomputation);
@@ -12,7 +18,8 @@ through the real CLI in its own process, and differs from the baseline in one se
 - ``compile``: ``train.compile: true`` (torch.compile per decoder layer; the median excludes only
   step 1, so later recompilations for new shapes count against it);
 - ``full-fused`` / ``full-foreach``: full fine-tuning (every weight trains, so the optimizer
-  step matters) with ``optim.implementation`` fused vs foreach.
+  step matters) with ``optim.implementation`` fused vs foreach; ``baseline/full-fused`` is the
+  LoRA step against the full fine-tuning step on the same model and data (target <= 0.75).
 
 Printed per variant: median step seconds (step 1 excluded), assistant tokens/s, peak RSS, and
 the ratio to the baseline (or, for the optimizer pair, fused/foreach). Results go to
@@ -54,6 +61,8 @@ DEFAULT_OUT = HERE / "results" / "levers.json"
 VARIANTS: dict[str, tuple[str, str, int | None, dict[str, dict[str, Any]]]] = {
     "baseline": ("packed", "bf16", None, {}),
     "unpacked": ("unpacked", "bf16", None, {}),
+    "fp32-base": ("packed", "bf16", None, {"model": {"dtype": "float32"}}),
+    "dropout-0": ("packed", "bf16", None, {"lora": {"dropout": 0.0}}),
     "fp32": ("packed", "fp32", None, {}),
     "grad-ckpt": ("packed", "bf16", None, {"train": {"gradient_checkpointing": True}}),
     "threads-1": ("packed", "bf16", 1, {}),
@@ -156,6 +165,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             out[f"{name}/baseline"] = ratio(name, "baseline")
     if "full-fused" in results and "full-foreach" in results:
         out["full-fused/full-foreach"] = ratio("full-fused", "full-foreach")
+    if "full-fused" in results and "baseline" in results:
+        out["baseline/full-fused"] = ratio("baseline", "full-fused")  # LoRA step vs full step
     return out
 
 

@@ -22,7 +22,10 @@ HEADER = (
 
 def _label(res: dict[str, Any], packed_rows: int) -> str:
     if res["tool"] == "trl":
-        return "TRL + PEFT (padded, 8 / step)"
+        return {
+            "padding_free": "TRL + PEFT (padding_free, 8 / step)",
+            "default": "TRL + PEFT, its defaults (padded, checkpointing, 8 / step)",
+        }.get(res["layout"], "TRL + PEFT (padded, 8 / step)")
     if res["layout"] == "packed":
         return f"tunesmith, packed ({packed_rows} rows ≈ 8 examples / step)"
     return "tunesmith, unpacked (8 / step)"
@@ -119,7 +122,26 @@ def render(report: dict[str, Any]) -> str:
         _row(name, res, ratios.get(name), packed_rows)
         for name, res in sorted(report["results"].items(), key=_order)
     ]
-    return "\n".join([_context(report), "", HEADER, *rows, *_footer(report)])
+    return "\n".join([_context(report), "", HEADER, *rows, *_footer(report), *_defaults(report)])
+
+
+def _defaults(report: dict[str, Any]) -> list[str]:
+    """The default-against-default line, and which TRL layout was the like-for-like peer."""
+    lines = []
+    peers = sorted({r["trl"] for r in report.get("ratios_tunesmith_over_trl", {}).values()
+                    if isinstance(r, dict) and "trl" in r})  # fmt: skip
+    if peers:
+        lines.append(
+            f"× TRL columns: against the faster TRL layout at each precision ({', '.join(peers)})."
+        )
+    d = report.get("default_vs_default")
+    if d:
+        lines.append(
+            f"Default against default ({d['tunesmith']} vs {d['trl']}): "
+            f"tok/s {_ratio(d.get('assistant_tokens_per_s'))}, "
+            f"peak RSS {_ratio(d.get('peak_rss_gib'))}."
+        )
+    return lines
 
 
 def main(argv: list[str]) -> int:

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Throughput and latency of ``tunesmith serve`` on SmolLM2-135M, batched vs one-by-one, and
+"""Throughput and latency of ``tunesmith serve`` on SmolLM2-135M: continuous batching (the
+decoding engine) against the old windowed batcher in the same run, against one-by-one, and
 int8 vs fp32 (speed and quality).
 
-For each level of concurrency (1, 4, 16 clients, each with its own ``openai`` client and
-thread) the same set of chat requests (greedy, ``--max-tokens`` new tokens) is sent to a real
-server on a loopback port: once with batching on (window ``--window-ms``, up to 16 rows) and
-once served one by one (``max_batch_size=1``). Reported: requests/s, completion tokens/s,
-p50/p95 latency. Then an int8 server (dynamic quantization of every base linear layer) runs the
-16-client load, and its quality is checked against fp32: identical greedy replies, the common
-prefix of the replies, and next-token logits on every prompt (max |diff|, top-1 agreement).
+For each level of concurrency (``--levels``, default 16 and 32 clients, each with its own
+``openai`` client and thread, sending its share of the requests one after another) the same set
+of chat requests (greedy, ``--max-tokens`` new tokens, prompts of different lengths) is sent
+to a real server on a loopback port: with continuous batching (``--slots`` rows), with the old
+windowed batcher (:mod:`_serve_windowed`: window ``--window-ms``, batches of up to ``--slots``
+rows that run to their end before the next batch forms) and served one by one. Reported:
+requests/s, completion tokens/s, p50/p95 latency, and the ratios continuous / windowed. Then
+an int8 server (dynamic quantization of every base linear layer) runs the largest load, and
+its quality is checked against fp32: identical greedy replies, the common prefix of the
+replies, and next-token logits on every prompt (max |diff|, top-1 agreement).
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/serve_throughput.py [--requests 16]
-[--max-tokens 24] [--out benchmarks/results/serve_throughput.json]``
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/serve_throughput.py [--requests 64]
+[--max-tokens 48] [--levels 16,32] [--out benchmarks/results/serve_throughput.json]``
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ TOPICS = (
 
 
 def prompts(n: int) -> list[str]:
-    return [f"Write a short story about {TOPICS[i % len(TOPICS)]}." for i in range(n)]
+    """Chat prompts of different lengths (so rows of one batch end at different steps)."""
+    extra = ("", " Make it sad.", " Use simple words and give the main character a name.")
+    return [
+        f"Write a short story about {TOPICS[i % len(TOPICS)]}.{extra[i % len(extra)]}"
+        for i in range(n)
+    ]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -105,9 +114,15 @@ def settings(quantize: str, max_batch: int, window_ms: float) -> ServeSettings:
 
 
 def serve_runs(
-    s: ServeSettings, texts: list[str], levels: list[int], max_tokens: int
+    s: ServeSettings, texts: list[str], levels: list[int], max_tokens: int, windowed: bool = False
 ) -> tuple[list[dict[str, Any]], Any]:
     server = build(s)
+    if windowed:  # yesterday's worker in place of the engine's (the handlers are the same)
+        from _serve_windowed import WindowedBatcher
+
+        server.batcher = server.generate.batcher = WindowedBatcher(
+            server.host, s.batching, server.metrics, s.limits
+        )
     out = []
     with ServerThread(server) as thread:
         run_load(thread.url, texts[:2], 1, 4)  # warm-up
@@ -116,7 +131,9 @@ def serve_runs(
             row = run_load(thread.url, texts, clients, max_tokens)
             after = server.metrics.snapshot()
             row["batches"] = after["batches"] - before["batches"]
-            row["mean_batch_size"] = round(len(texts) / max(1, row["batches"]), 2)
+            rows = after["mean_batch_size"] * after["batches"]
+            rows -= before["mean_batch_size"] * before["batches"]
+            row["mean_rows_per_forward_or_batch"] = round(rows / max(1, row["batches"]), 2)
             print(json.dumps({k: v for k, v in row.items() if k != "replies"}), flush=True)
             out.append(row)
     return out, server.host
@@ -150,62 +167,91 @@ def _common_prefix(a: str, b: str) -> int:
     return n
 
 
+def _ratios(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Continuous / windowed at each level: tokens/s (higher is better), p95 (lower)."""
+    return [
+        {
+            "clients": a["clients"],
+            "completion_tokens_per_s_ratio": round(
+                a["completion_tokens_per_s"] / b["completion_tokens_per_s"], 2
+            ),
+            "p95_latency_ratio": round(a["p95_latency_s"] / b["p95_latency_s"], 2),
+        }
+        for a, b in zip(new, old, strict=True)
+    ]
+
+
+def _fraction_equal(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+    pairs = list(zip(a[-1]["replies"], b[-1]["replies"], strict=True))
+    return sum(x == y for x, y in pairs) / len(pairs)
+
+
+def _int8_quality(fp32: dict[str, Any], int8: dict[str, Any], hosts: tuple[Any, Any]) -> Any:
+    texts_a, texts_b = fp32["replies"], int8["replies"]
+    quality = logit_check(*hosts, TEXTS_FOR_LOGITS)
+    quality["identical_greedy_replies"] = sum(
+        a == b for a, b in zip(texts_a, texts_b, strict=True)
+    ) / len(texts_a)
+    quality["mean_common_prefix_fraction"] = round(
+        statistics.mean(
+            _common_prefix(a, b) / max(1, len(a)) for a, b in zip(texts_a, texts_b, strict=True)
+        ),
+        3,
+    )
+    return quality
+
+
+TEXTS_FOR_LOGITS: list[str] = []
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--window-ms", type=float, default=10.0)
-    ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--window-ms", type=float, default=10.0, help="the windowed baseline's")
+    ap.add_argument("--slots", type=int, default=32, help="rows decoding together (both)")
+    ap.add_argument("--levels", default="16,32")
+    ap.add_argument("--skip", default="", help="comma list of: one_by_one, int8")
     ap.add_argument("--out", default="benchmarks/results/serve_throughput.json")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     texts = prompts(args.requests)
+    TEXTS_FOR_LOGITS[:] = texts[:16]
     levels = [int(x) for x in args.levels.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
     load_before = load_average()
 
-    batched, fp32_host = serve_runs(
-        settings("none", 16, args.window_ms), texts, levels, args.max_tokens
-    )
-    serial, _ = serve_runs(settings("none", 1, 0.0), texts, levels, args.max_tokens)
-    int8_runs, int8_host = serve_runs(
-        settings("int8", 16, args.window_ms), texts, [max(levels)], args.max_tokens
-    )
-    fp32_replies, int8_replies = batched[-1]["replies"], int8_runs[-1]["replies"]
-    quality = logit_check(fp32_host, int8_host, texts)
-    quality["identical_greedy_replies"] = sum(
-        a == b for a, b in zip(fp32_replies, int8_replies, strict=True)
-    ) / len(texts)
-    quality["mean_common_prefix_fraction"] = round(
-        statistics.mean(
-            _common_prefix(a, b) / max(1, len(a))
-            for a, b in zip(fp32_replies, int8_replies, strict=True)
-        ),
-        3,
-    )
-    # Batched serving must answer exactly what one-by-one serving answers (greedy, fp32).
-    batch_equal = sum(
-        a == b for a, b in zip(batched[-1]["replies"], serial[-1]["replies"], strict=True)
-    ) / len(texts)
-    strip = [{k: v for k, v in r.items() if k != "replies"} for r in (*batched, *serial)]
-    result = {
+    def run(quantize: str, slots: int, window: float, at: list[int], old: bool = False) -> Any:
+        return serve_runs(settings(quantize, slots, window), texts, at, args.max_tokens, old)
+
+    continuous, fp32_host = run("none", args.slots, args.window_ms, levels)
+    windowed, _ = run("none", args.slots, args.window_ms, levels, old=True)
+    result: dict[str, Any] = {
         "benchmark": "serve_throughput",
         "model": MODEL,
         "settings": vars(args),
-        "batched": strip[: len(levels)],
-        "one_by_one": strip[len(levels) :],
-        "speedup_at_max_clients": round(
-            batched[-1]["completion_tokens_per_s"] / serial[-1]["completion_tokens_per_s"], 2
-        ),
-        "batched_equals_one_by_one_fraction": batch_equal,
-        "int8": {
+        "continuous": [{k: v for k, v in r.items() if k != "replies"} for r in continuous],
+        "windowed_baseline": [{k: v for k, v in r.items() if k != "replies"} for r in windowed],
+        "continuous_vs_windowed": _ratios(continuous, windowed),
+        "continuous_equals_windowed_fraction": _fraction_equal(continuous, windowed),
+    }
+    if "one_by_one" not in skip:
+        serial, _ = run("none", 1, 0.0, levels[-1:])
+        result["one_by_one"] = [{k: v for k, v in r.items() if k != "replies"} for r in serial]
+        result["continuous_equals_one_by_one_fraction"] = _fraction_equal(continuous, serial)
+    if "int8" not in skip:
+        int8_runs, int8_host = run("int8", args.slots, args.window_ms, levels[-1:])
+        result["int8"] = {
             **{k: v for k, v in int8_runs[-1].items() if k != "replies"},
-            "speedup_vs_fp32_batched": round(
-                int8_runs[-1]["completion_tokens_per_s"] / batched[-1]["completion_tokens_per_s"],
+            "speedup_vs_fp32_continuous": round(
+                int8_runs[-1]["completion_tokens_per_s"]
+                / continuous[-1]["completion_tokens_per_s"],
                 2,
             ),
-            "quality": quality,
-        },
-        "example_reply": fp32_replies[0],
+            "quality": _int8_quality(continuous[-1], int8_runs[-1], (fp32_host, int8_host)),
+        }
+    result |= {
+        "example_reply": continuous[-1]["replies"][0],
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "machine": machine_info(),
@@ -213,7 +259,7 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("speedup_at_max_clients", "int8")}, indent=2))
+    print(json.dumps(result["continuous_vs_windowed"], indent=2))
     return 0
 
 

@@ -1,35 +1,50 @@
-"""Batched generation with the model's KV cache and the chat template (left padding).
+"""Plain-call generation over the one decoding engine (:mod:`tunesmith.decoding`).
 
-:func:`sample` is the engine of the online methods (GRPO, PPO): a decode loop over the model's
-own KV cache (transformers' ``cache`` argument and output, called ``past_key_values`` before
-5.24) that draws ``num_samples`` completions per prompt in one batch, with temperature, top-k,
-top-p, a token budget, end-of-turn tokens and stop strings that end only their own row.
-:func:`generate_ids` / :func:`chat_replies` are the plain text helpers.
+:func:`sample` draws ``num_samples`` completions per tokenized prompt (GRPO, PPO, eval);
+:func:`generate_ids` / :func:`chat_replies` return the reply texts (``generate``, ``chat``,
+``eval``). All three run :class:`tunesmith.decoding.Engine`: a KV cache, stop strings and
+end-of-turn tokens that end only their own row, a generator per row, a GRPO group's prompt
+prefilled once, and continuous batching over ``batch_size`` slots.
+
+Seeds: sample j of prompt i draws from ``derive_seed(seeds[i], j)``; without ``seeds``, every
+prompt uses ``params.seed`` (so the same prompt, seed and settings give the same text here, in
+``serve`` and in a GRPO rollout); without either, seeds come from torch's global generator.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from tunesmith.data.completion_batches import left_pad
 from tunesmith.data.records import Message
 from tunesmith.data.templates import encode_prompt
+from tunesmith.decoding.engine import Engine, Forward, Request
+from tunesmith.decoding.sampling import (
+    SamplingParams,
+    derive_seed,
+    eos_ids,
+    filter_logits,
+    pick_tokens,
+    pick_tokens_per_row,
+    row_generators,
+)
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()  # a row ends once its decoded text contains one of these
+__all__ = [
+    "Completion",
+    "SamplingParams",
+    "chat_replies",
+    "derive_seed",
+    "filter_logits",
+    "generate_ids",
+    "pick_tokens",
+    "pick_tokens_per_row",
+    "row_generators",
+    "sample",
+]
 
 
 @dataclass
@@ -48,174 +63,33 @@ class Completion:
     finish_reason: str
 
 
+DEFAULT_PARAMS = SamplingParams()  # greedy, 128 new tokens
+
+
 def _eos_ids(tokenizer: Any) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<end_of_turn>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
+    """What :func:`sample` stops on (kept under this name for its importers)."""
+    return eos_ids(tokenizer)
 
 
-# ----------------------------------------------------------------------------- token choice
-
-
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set to -inf every logit outside the top-k and outside the nucleus (Holtzman et al. 2020):
-    the smallest set of most likely tokens whose probability reaches ``top_p``. [B, V] -> [B, V].
-    The most likely token always stays."""
-    if top_k > 0 and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly more likely tokens
-        drop_sorted = before >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def pick_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Next token per row from last-position logits [B, V]: argmax when temperature is 0, else a
-    draw from softmax(filter(logits / temperature)). Returns [B]."""
-    if params.temperature <= 0:
-        return logits.argmax(dim=-1)
-    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
-    probs = torch.softmax(scaled, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed fixed by ``parts`` alone (blake2b of their decimal text): the same on every
-    process, platform and Python run (unlike ``hash``), different for different parts. GRPO
-    seeds prompt k of round s with ``derive_seed(train.seed, s, k)``."""
-    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def row_generators(seeds: Sequence[int], num_samples: int) -> list[torch.Generator]:
-    """One CPU generator per sampled row, prompt-major: row j of prompt i is seeded with
-    ``derive_seed(seeds[i], j)``, so rows never share a generator and a prompt's rows draw the
-    same numbers whatever else is in the batch, on whichever process or device."""
-    return [
-        torch.Generator().manual_seed(derive_seed(seed, j))
-        for seed in seeds
-        for j in range(num_samples)
-    ]
-
-
-def pick_tokens_per_row(
-    logits: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator]
-) -> torch.Tensor:
-    """Like :func:`pick_tokens`, but row b draws from ``generators[b]`` alone: one uniform u_b
-    per row and step, and the token where the cumulative probability first exceeds u_b (inverse
-    CDF). Logits [B, V] -> [B]."""
-    if params.temperature <= 0:
-        return logits.argmax(dim=-1)
-    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
-    cdf = torch.softmax(scaled, dim=-1).cumsum(dim=-1)  # [B, V]
-    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
-    target = (u.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # [B, 1]
-    chosen = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # zero-mass tokens skipped
-    return chosen.clamp(max=cdf.size(-1) - 1)
-
-
-# ----------------------------------------------------------------------------- decode loop
-
-
-@dataclass
-class _Rows:
-    """Per-row decoding state of one batch."""
-
-    tokens: list[list[int]]
-    done: list[bool]
-    reason: list[str]
-    cut: list[int | None] = field(default_factory=list)  # char offset of the stop string
-
-
-def _check_stop(rows: _Rows, row: int, tokenizer: Any, stop: tuple[str, ...]) -> None:
-    """End ``row`` when its decoded text now contains a stop string (searching only the tail
-    that the last token can have changed)."""
-    text = tokenizer.decode(rows.tokens[row], skip_special_tokens=True)
-    longest = max(len(s) for s in stop)
-    tail_from = max(0, len(text) - longest - 8)
-    hits = [i for s in stop if (i := text.find(s, tail_from)) >= 0]
-    if hits:
-        rows.done[row], rows.reason[row], rows.cut[row] = True, "stop", min(hits)
-
-
-def _advance(
-    rows: _Rows, new: list[int], eos: set[int], tokenizer: Any, params: SamplingParams
-) -> None:
-    for row, tok in enumerate(new):
-        if rows.done[row]:
-            continue
-        rows.tokens[row].append(tok)
-        if tok in eos:
-            rows.done[row], rows.reason[row] = True, "stop"
-        elif params.stop:
-            _check_stop(rows, row, tokenizer, params.stop)
-        if not rows.done[row] and len(rows.tokens[row]) >= params.max_new_tokens:
-            rows.done[row] = True
-
-
-def _last_logits_only(model: Any) -> dict[str, int]:
-    """``logits_to_keep=1`` where the model takes it: the prompt's forward then projects only
-    its last position onto the vocabulary (the others are never used)."""
+def model_engine_forward(model: Any) -> Forward:
+    """The engine's forward over ``model``: last-position logits only where the model takes
+    ``logits_to_keep`` (the prompt's other positions are never projected onto the vocabulary),
+    ``adapter_names`` per row when a row names an adapter."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        accepted = inspect.signature(base.forward).parameters
+        keep = "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+        keep = False
+    extra = {"logits_to_keep": 1} if keep else {}
 
+    def forward(adapters: list[str | None], **inputs: Any) -> tuple[torch.Tensor, Any]:
+        names: dict[str, Any] = {}
+        if any(a is not None for a in adapters):
+            names["adapter_names"] = [a if a is not None else "__base__" for a in adapters]
+        out = model(**inputs, **names, **extra, use_cache=True)
+        return out.logits[:, -1, :].float(), out.cache
 
-def _decode_batch(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
-    params: SamplingParams,
-    generator: torch.Generator | None,
-    row_gens: Sequence[torch.Generator] | None = None,
-) -> _Rows:
-    """Sample every row of one left-padded batch to its end, reusing the KV cache."""
-    device = next(model.parameters()).device
-    enc = left_pad(prompts, tokenizer.pad_token_id)
-    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    n = len(prompts)
-    rows = _Rows([[] for _ in range(n)], [False] * n, ["length"] * n, [None] * n)
-    eos = set(_eos_ids(tokenizer))
-    pad = tokenizer.pad_token_id
-    extra = _last_logits_only(model)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
-    next_pos = positions[:, -1:] + 1
-    for _ in range(params.max_new_tokens):
-        last = out.logits[:, -1, :]
-        if row_gens is None:
-            chosen = pick_tokens(last, params, generator)
-        else:
-            chosen = pick_tokens_per_row(last, params, row_gens)
-        done = torch.tensor(rows.done, device=device)
-        chosen = chosen.masked_fill(done, pad)
-        _advance(rows, chosen.tolist(), eos, tokenizer, params)
-        if all(rows.done):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(
-            input_ids=chosen[:, None],
-            attention_mask=mask,
-            position_ids=next_pos,
-            cache=out.cache,
-            use_cache=True,
-            **extra,
-        )
-        next_pos = next_pos + 1
-    return rows
+    return forward
 
 
 @torch.no_grad()
@@ -229,85 +103,58 @@ def sample(
     seeds: Sequence[int] | None = None,
 ) -> list[Completion]:
     """``num_samples`` completions of every tokenized prompt, prompt-major (all samples of prompt
-    0, then of prompt 1, ...). Each prompt is repeated ``num_samples`` times inside the batch, so a
-    GRPO group is sampled in one forward pass per token.
+    0, then of prompt 1, ...). A prompt is prefilled once for all its samples; ``batch_size``
+    rows decode together, a finished row's slot going to the next sample at once.
 
-    ``seeds`` (one int per prompt) makes each prompt's samples depend on its seed alone
-    (:func:`row_generators`: row j of prompt i draws from ``derive_seed(seeds[i], j)``), not on
-    the other prompts, ``batch_size``, the process or ``params.seed`` (then unused)."""
+    ``seeds`` (one int per prompt) makes each prompt's samples depend on its seed alone (row j
+    of prompt i draws from ``derive_seed(seeds[i], j)``), not on the other prompts,
+    ``batch_size``, the process or ``params.seed`` (then unused)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample: every prompt needs at least one token")
     if seeds is not None and len(seeds) != len(prompts):
         raise ValueError(f"sample: {len(seeds)} seeds for {len(prompts)} prompts")
+    if seeds is None and params.seed is not None:
+        seeds = [params.seed] * len(prompts)
     device = next(model.parameters()).device
-    gens = row_generators(seeds, num_samples) if seeds is not None else None
-    generator = None
-    if params.seed is not None and gens is None:
-        generator = torch.Generator(device=device).manual_seed(params.seed)
+    engine = Engine(
+        model_engine_forward(model),
+        lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True)),
+        set(eos_ids(tokenizer)),
+        slots=batch_size,
+        device=device,
+    )
+    requests = [
+        Request(list(p), params, None if seeds is None else seeds[i], num_samples)
+        for i, p in enumerate(prompts)
+    ]
+    index = {id(r): i for i, r in enumerate(requests)}
     was_training = model.training
     model.eval()
-    flat = [(i, p) for i, p in enumerate(prompts) for _ in range(num_samples)]
-    results: list[Completion] = []
     try:
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start : start + batch_size]
-            row_gens = gens[start : start + batch_size] if gens is not None else None
-            rows = _decode_batch(
-                model, tokenizer, [p for _, p in chunk], params, generator, row_gens
-            )
-            for k, (index, _) in enumerate(chunk):
-                text = tokenizer.decode(rows.tokens[k], skip_special_tokens=True)
-                cut = rows.cut[k]
-                results.append(
-                    Completion(
-                        index,
-                        rows.tokens[k],
-                        text[:cut] if cut is not None else text,
-                        rows.reason[k],
-                    )
-                )
+        rows = engine.run(requests)
     finally:
         model.train(was_training)
-    return results
+    return [Completion(index[id(r.request)], r.tokens, r.text, r.finish_reason) for r in rows]
 
 
-@torch.no_grad()
 def generate_ids(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[Sequence[int]],
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams = DEFAULT_PARAMS,
     batch_size: int = 16,
 ) -> list[str]:
-    """Continue each tokenized prompt; returns only the new text, special tokens removed."""
-    device = next(model.parameters()).device
-    outputs: list[str] = []
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
-    for start in range(0, len(prompts), batch_size):
-        enc = left_pad(prompts[start : start + batch_size], tokenizer.pad_token_id)
-        enc = {k: v.to(device) for k, v in enc.items()}
-        sample = params.temperature > 0
-        out = model.generate(
-            **enc,
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
-            top_k=params.top_k if sample else None,
-            eos_token_id=_eos_ids(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = out[:, enc["input_ids"].shape[1] :]
-        outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    return [o.strip() for o in outputs]
+    """Continue each tokenized prompt; returns only the new text (special tokens removed, cut
+    at a stop string, stripped)."""
+    comps = sample(model, tokenizer, prompts, params, 1, batch_size)
+    return [c.text.strip() for c in comps]
 
 
 def chat_replies(
     model: Any,
     tokenizer: Any,
     conversations: Sequence[Sequence[Message]],
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams = DEFAULT_PARAMS,
     template: str = "tokenizer",
     batch_size: int = 16,
 ) -> list[str]:

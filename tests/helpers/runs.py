@@ -76,9 +76,11 @@ def train_subprocess(
     config: Path, *args: str, nproc: int = 1, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``tunesmith train`` in a process of its own (so it can be killed), or under
-    ``torchrun`` with ``nproc`` processes (one thread each: two ranks share the 2 cores)."""
+    ``torchrun`` with ``nproc`` processes; one thread per process either way."""
     launch = ["-m", "tunesmith"]
-    extra_env: dict[str, str] = {}
+    # One thread, fixed: a run and its resumed half must reduce in the same order, and MKL's
+    # dynamic threading may pick fewer threads on a loaded machine (runs then differ by ~1e-6).
+    extra_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_DYNAMIC": "FALSE"}
     if nproc > 1:
         launch = [
             "-m",
@@ -87,7 +89,6 @@ def train_subprocess(
             f"--nproc_per_node={nproc}",
             *launch,
         ]
-        extra_env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, *launch, "train", str(config), *args]
     return subprocess.run(
         cmd,

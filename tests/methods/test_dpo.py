@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -290,3 +292,49 @@ def test_early_stopping_keeps_the_lowest_held_out_loss_in_best(
     final = load_file(str(run_dir / "final" / "adapter_model.safetensors"))
     assert (run_dir / "best" / "tunesmith_config.yaml").is_file()
     assert any(not torch.equal(best[k], final[k]) for k in final)
+
+
+def test_sft_weight_and_likelihood_change_are_logged(tmp_path: Path, tiny_llama: Path) -> None:
+    """With dpo.sft_weight the step-0 loss is log 2 (policy = reference) plus w times the chosen
+    replies' per-token NLL (> 0); every evaluation logs the log-prob change since step 0."""
+    data = write_pref_data(tmp_path / "pref.jsonl", n=24)
+    cfg = write_dpo_config(
+        tmp_path, tiny_llama, data, train={"max_steps": 2, "eval_every": 1}, dpo={"sft_weight": 1.0}
+    )
+    assert main(["train", str(cfg)]) == 0
+    val = metrics(tmp_path / "runs" / "run", "val")
+    assert [v["step"] for v in val] == [0, 1, 2]
+    assert val[0]["loss"] > math.log(2) + 0.5  # a random tiny model's NLL is several nats/token
+    assert val[0]["logps/chosen_change"] == 0.0 and val[0]["logps/rejected_change"] == 0.0
+    for v in val[1:]:
+        expected = v["logps/chosen"] - val[0]["logps/chosen"]
+        assert v["logps/chosen_change"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_sft_weight_is_refused_with_orpo(tmp_path: Path, tiny_llama: Path) -> None:
+    path = write_dpo_config(tmp_path, tiny_llama, tmp_path / "missing.jsonl")
+    with pytest.raises(ConfigError, match="orpo already has an SFT term"):
+        load_config(path, ["dpo.loss=orpo", "dpo.sft_weight=1.0"])
+
+
+def _fake_setup(threshold: float) -> Any:
+    cfg = SimpleNamespace(dpo=SimpleNamespace(likelihood_warning=threshold))
+    run = SimpleNamespace(state=SimpleNamespace(step=0, method={}))
+    return SimpleNamespace(cfg=cfg, run=run, dist=SimpleNamespace(is_main=True))
+
+
+def test_one_warning_when_the_chosen_likelihood_falls(capsys: pytest.CaptureFixture[str]) -> None:
+    s = _fake_setup(2.0)
+    change = dpo.likelihood_change(s, {"logps/chosen": -10.7, "logps/rejected": -12.0})
+    assert change == {"logps/chosen_change": 0.0, "logps/rejected_change": 0.0}
+    s.run.state.step = 10
+    dpo.likelihood_change(s, {"logps/chosen": -12.5, "logps/rejected": -15.0})  # fell 1.8
+    assert "warning" not in capsys.readouterr().out
+    s.run.state.step = 20
+    change = dpo.likelihood_change(s, {"logps/chosen": -18.3, "logps/rejected": -22.0})
+    assert change["logps/chosen_change"] == pytest.approx(-7.6)
+    out = capsys.readouterr().out
+    assert "fell by 7.60 nats per sequence since step 0" in out
+    assert all(r in out for r in ("dpo.beta", "dpo.sft_weight", "fewer steps"))
+    dpo.likelihood_change(s, {"logps/chosen": -25.0, "logps/rejected": -30.0})
+    assert "warning" not in capsys.readouterr().out  # once per run

@@ -71,16 +71,16 @@ def test_failed_verification_leaves_no_output(
     assert _report(out)["ok"] is False
 
 
-def test_export_safetensors_and_gguf_is_explained(
+def test_export_safetensors_and_gguf_q4_k_m_is_explained(
     lora_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["export", str(lora_run)]) == 0
     assert (lora_run / "export" / "model.safetensors").is_file()
     assert _report(lora_run / "export")["max_abs_logit_diff"] < 1e-4
     capsys.readouterr()
-    assert main(["export", str(lora_run), "--format", "gguf"]) == 2
+    assert main(["export", str(lora_run), "--format", "gguf", "--quant", "q4_k_m"]) == 2
     err = capsys.readouterr().err
-    assert "convert_hf_to_gguf.py" in err and "not installable from PyPI" in err
+    assert "q4_k_m is not available" in err and "llama-quantize" in err
 
 
 def test_missing_base_model_is_named(

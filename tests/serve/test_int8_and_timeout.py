@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -97,15 +99,22 @@ def test_request_timeout_is_a_504_and_the_server_goes_on(tiny_llama: Path) -> No
     import http.client
 
     from tunesmith.serve.server import ServerThread, build
-    from tunesmith.serve.settings import Batching, Limits, ServeSettings
+    from tunesmith.serve.settings import Limits, ServeSettings
 
     settings = ServeSettings(
         base=str(tiny_llama),
         device="cpu",
         limits=Limits(request_timeout_s=0.2, max_new_tokens=4),
-        batching=Batching(window_ms=600),  # the batch forms after the deadline
     )
-    with ServerThread(build(settings)) as srv:
+    server = build(settings)
+    forward = server.host.forward
+
+    def slow(models: list[str], **inputs: Any) -> Any:  # each forward past the deadline
+        time.sleep(0.3)
+        return forward(models, **inputs)
+
+    server.host.forward = slow
+    with ServerThread(server) as srv:
         body = {"model": str(tiny_llama), "prompt": "Hi", "max_tokens": 2}
         conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
         conn.request("POST", "/v1/completions", body=json.dumps(body))

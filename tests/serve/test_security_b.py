@@ -222,31 +222,48 @@ def test_a_burst_is_refused_with_429_and_retry_after_never_504(tiny_llama: Path)
     assert max(slow.rows) <= 2  # the concurrency bound: rows per forward
 
 
-def test_a_forming_batch_waits_for_requests_still_being_admitted(tiny_llama: Path) -> None:
-    """Tokenizing is slowed (a busy CPU): a 1 ms window alone would open a batch of one."""
-    with _server(tiny_llama, batching={"window_ms": 1, "max_batch_size": 8}) as (url, server):
+def test_a_request_arriving_while_others_decode_joins_the_running_batch(
+    tiny_llama: Path,
+) -> None:
+    """A decodes 60 tokens; its 5th forward waits until B has been submitted (no timing
+    luck). B then joins the running batch: forwards of 2 rows while A goes on, and A decodes
+    alone again after B's 3 tokens, long before A's batch would have ended."""
+    with _server(tiny_llama, limits={"max_new_tokens": 60}) as (url, server):
         slow = _Slow(server, 0.0)
-        encode = server.host.encode
+        held, submit = server.host.forward, server.batcher.submit
+        gate: dict[str, bool] = {"timed_out": False}
+        submitted: list[Any] = []
 
-        def slow_encode(*args: Any) -> list[int]:
-            time.sleep(0.03)
-            return encode(*args)
+        def counted(job: Any) -> None:
+            submit(job)
+            submitted.append(job)
 
-        server.host.encode = slow_encode
-        start = threading.Barrier(4)
-        statuses: list[int] = []
+        def gated(models: list[str], **inputs: Any) -> Any:
+            if len(slow.rows) == 4:  # A's prefill and 3 decode steps are done (or B's prefill)
+                gate["timed_out"] = not _wait_for(lambda: len(submitted) == 2, 30)
+            return held(models, **inputs)
 
-        def client() -> None:
-            start.wait()
-            statuses.append(_post(url, "/v1/completions", COMPLETION)[0])
+        server.host.forward, server.batcher.submit = gated, counted
+        results: dict[str, Any] = {}
 
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-    assert statuses == [200] * 4
-    assert slow.rows[0] >= 3, slow.rows  # the first batch took the burst, not one row
+        def client(name: str, tokens: int) -> None:
+            results[name] = _post(url, "/v1/completions", {**COMPLETION, "max_tokens": tokens})
+
+        a = threading.Thread(target=client, args=("a", 60))
+        a.start()
+        assert _wait_for(lambda: len(slow.rows) >= 4, 30)
+        client("b", 3)
+        a.join(timeout=60)
+    assert not gate["timed_out"]
+    assert results["a"][0] == 200 and results["b"][0] == 200
+    assert results["a"][1]["usage"]["completion_tokens"] == 60
+    assert results["b"][1]["usage"]["completion_tokens"] == 3
+    rows = slow.rows
+    joint = [k for k, n in enumerate(rows) if n == 2]
+    # B: its prefill (1 row), then 2 decode forwards shared with A (its 2nd and 3rd tokens).
+    assert len(joint) == 2 and joint[1] == joint[0] + 1, rows
+    assert rows[joint[0] - 1] == 1 and rows[joint[1] + 1 :] == [1] * (len(rows) - joint[1] - 1)
+    assert len(rows) - joint[1] - 1 > 40  # A went on alone: the batch did not wait for it
 
 
 # ---------------------------------------------------------------------------------- limits

@@ -295,8 +295,8 @@ def test_concurrent_clients_are_batched_and_correct(
     assert not failures, failures[:5]
     assert len(done) == 80
     snap = served.server.metrics.snapshot()
-    assert snap["batches"] - before < 80  # some requests shared a batch
-    assert snap["mean_batch_size"] > 1.0
+    assert snap["batches"] > before  # decode forwards
+    assert snap["mean_batch_size"] > 1.0  # some requests shared forwards
     status, body = _post(served, "/health", b"", key=None, method="GET")
     assert status == 200 and json.loads(body)["status"] == "ok"
     status, body = _post(served, "/metrics", b"", method="GET")

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -16,8 +18,9 @@ from tests.helpers.runs import REPO
 from tunesmith.cli import COMMAND_GROUPS, build_parser, main, recipes_dir
 
 COMMANDS = {
-    "train", "validate", "doctor", "ls", "prep", "models", "generate", "chat", "eval",
-    "compare", "merge", "average", "export", "score", "serve", "report", "plan",
+    "train", "validate", "explain", "doctor", "ls", "prep", "models", "generate", "chat", "eval",
+    "compare", "merge", "average", "export", "score", "serve", "report", "plan", "prune", "probe",
+    "sweep", "lineage",
 }  # fmt: skip
 
 HEAVY = ("torch", "transformers", "peft")
@@ -39,12 +42,23 @@ def _loaded(out: str) -> list[str]:
     return list(json.loads(out.strip().splitlines()[-1]))
 
 
+def _handlers(sub: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (command path, handler), descending into groups such as ``probe memorization``."""
+    found: list[tuple[str, Any]] = []
+    for name, p in sub.choices.items():
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if p.get_default("func") is None and nested:
+            found += _handlers(nested[0], f"{prefix}{name} ")
+        else:
+            found.append((prefix + name, p.get_default("func")))
+    return found
+
+
 def test_every_command_is_registered_by_a_module_of_the_cli_package() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == COMMANDS  # type: ignore[arg-type]
-    for name, p in sub.choices.items():  # type: ignore[union-attr]
-        func = p.get_default("func")
+    for name, func in _handlers(sub):
         assert func.__module__.startswith("tunesmith.cli."), (name, func.__module__)
         assert func.__module__ in {g.__name__ for g in COMMAND_GROUPS}, name
     for group in COMMAND_GROUPS:

@@ -22,6 +22,7 @@ from tunesmith.losses.dpo import (
     preference_loss,
     reward_stats,
     simpo_loss,
+    with_sft_term,
 )
 
 T = torch.tensor
@@ -189,3 +190,24 @@ def test_parity_with_trl_dpo_loss(loss_type: str) -> None:
     )
     got = preference_loss(loss_type, lp, beta).mean()
     assert float(got) == pytest.approx(float(want), rel=1e-6, abs=1e-7)
+
+
+def test_sft_weight_adds_the_chosen_per_token_nll() -> None:
+    """RPO: loss = DPO + w * (-l_w / |y_w|). Pair 1 as above (l_w = -1, |y_w| = 4): 0.3132617 +
+    0.5 * 0.25 = 0.4382617. Pair 2: l_w = -6, l_l = -2, refs -4 and -4: delta = -2 - 2 = -4,
+    beta * delta = -2, -log sigmoid(-2) = log(1 + e^2) = 2.1269280; |y_w| = 3: + 0.5 * 2
+    = 3.1269280.
+    """
+    lp = PairLogps(
+        chosen=T([-1.0, -6.0]),
+        rejected=T([-3.0, -2.0]),
+        chosen_lengths=T([4.0, 3.0]),
+        rejected_lengths=T([5.0, 5.0]),
+        ref_chosen=T([-2.0, -4.0]),
+        ref_rejected=T([-2.0, -4.0]),
+    )
+    plain = preference_loss("sigmoid", lp, beta=0.5)
+    rpo = preference_loss("sigmoid", lp, beta=0.5, sft_weight=0.5)
+    assert rpo.tolist() == pytest.approx([0.4382617, 3.1269280], abs=1e-6)
+    assert (rpo - plain).tolist() == pytest.approx([0.125, 1.0], abs=1e-6)
+    assert torch.equal(with_sft_term(plain, lp.chosen, lp.chosen_lengths, 0.0), plain)

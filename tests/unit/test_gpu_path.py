@@ -167,7 +167,7 @@ def _rows() -> list[list[Encoded]]:
 
 
 def test_flattened_layout_and_restarting_positions() -> None:
-    packed = collate_packed(_rows(), pad_id=0)
+    packed = collate_packed(_rows(), pad_id=0, width=7)  # unbucketed: the longest row
     b, t = packed["input_ids"].shape
     assert (b, t) == (3, 7)
     flat = flatten_rows(packed["input_ids"], packed["position_ids"])

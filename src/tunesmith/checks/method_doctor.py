@@ -10,6 +10,8 @@ dpo, reward  preference pairs            :func:`tunesmith.checks.pairs.preflight
 grpo, ppo    prompts (``read_prompts``)  :func:`tunesmith.checks.prompts.preflight_prompts`
 classify     labelled texts              :func:`tunesmith.checks.labels.preflight_labels`
              (``read_labelled``)
+distill      SFT examples                SFT's :func:`tunesmith.checks.preflight.cheap_checks`
+             (``prepare_data``)          + teacher/student tokenizer
 ===========  ==========================  ================================================
 """
 
@@ -32,8 +34,11 @@ from tunesmith.checks.pairs import (
     pair_checks,
     render_pairs,
 )
+from tunesmith.checks.preflight import cheap_checks
 from tunesmith.checks.prompts import model_context_length, preflight_prompts, render_prompts
-from tunesmith.checks.render import RenderedExample
+from tunesmith.checks.render import RenderedExample, rendered
+from tunesmith.checks.tokenizers import check_shared_tokenizer, tokenizer_dir
+from tunesmith.data.dataset import prepare_data
 from tunesmith.data.labelled import LabelledText, read_labelled
 from tunesmith.data.preference import read_pair_section
 from tunesmith.data.prompts import read_prompt_section
@@ -132,17 +137,38 @@ def diagnose_labels(cfg: Any, model_path: Path, tokenizer: Any, n: int) -> Found
     return Found(checks, render_texts(train, tokenizer, d.max_length, n), line, lengths)
 
 
+# ----------------------------------------------------------------------------- examples (distill)
+
+
+def diagnose_examples(cfg: Any, model_path: Path, tokenizer: Any, n: int) -> Found:
+    """Distillation reads SFT's records: SFT's cheap checks, and the teacher's tokenizer
+    against the student's."""
+    data = prepare_data(cfg.data, tokenizer)
+    shared = check_shared_tokenizer(cfg.model.name_or_path, cfg.distill.teacher)
+    pairs = zip(data.train.examples[:n], data.train.encoded, strict=False)
+    examples = [rendered(enc, tokenizer, f"{ex.source}:{ex.line}") for ex, enc in pairs]
+    line = (
+        f"{len(data.train.encoded)} train / {len(data.val.encoded)} held-out examples, "
+        f"{len(data.rejects)} rejected"
+    )
+    return Found([shared, *cheap_checks(cfg, tokenizer, data)], examples, line)
+
+
 DIAGNOSE: dict[str, Callable[[Any, Path, Any, int], Found]] = {
     "dpo": diagnose_pairs,
     "reward": diagnose_pairs,
     "grpo": diagnose_prompts,
     "ppo": diagnose_prompts,
     "classify": diagnose_labels,
+    "distill": diagnose_examples,
 }
 
 
 def model_dir(cfg: Any) -> Path:
-    """The base model directory (encoder aliases included, for classify and reward)."""
+    """The base model directory (encoder aliases included, for classify and reward; a
+    distillation student may be a run dir: its final/)."""
+    if cfg.method == "distill":
+        return tokenizer_dir(cfg.model.name_or_path)
     return resolve_backbone(cfg.model.name_or_path)
 
 

@@ -39,103 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    return _eval_suite(args) if args.suite else _eval_loss(args)
+    """:func:`tunesmith.api.evaluate`: a suite's summary, or held-out loss and perplexity."""
+    from tunesmith.api import evaluate
 
-
-# ----------------------------------------------------------------------------- held-out loss
-
-
-def _eval_data(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The data to evaluate on and the data settings (from the run's config when there is one)."""
-    run_cfg = Path(args.model) / "config.yaml"
-    settings: dict[str, Any] = {}
-    if run_cfg.is_file():
-        import yaml
-
-        settings = yaml.safe_load(run_cfg.read_text())["data"]
-    data = args.data or (
-        str(Path(args.model) / "data" / "val.jsonl") if run_cfg.is_file() else None
-    )
-    if data is None:
-        raise UserError("eval: give --data FILE (a model dir has no held-out split of its own)")
-    for key in ("template", "max_length", "format"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    return data, settings
-
-
-def _eval_loss(args: argparse.Namespace) -> int:
-    """``tunesmith eval MODEL [--data FILE]``: token-weighted loss and perplexity."""
-    from tunesmith.config import DataSection
-    from tunesmith.data.dataset import prepare_data
-    from tunesmith.eval.loading import load_eval_model
-    from tunesmith.eval.perplexity import evaluate_loss
-    from tunesmith.models.load import pick_device
-
-    data, settings = _eval_data(args)
-    keep = {k: v for k, v in settings.items() if k in DataSection.model_fields}
-    cfg = DataSection(**{**keep, "train": data, "validation": None, "val_fraction": 0.0})
-    model, tok = load_eval_model(args.model, use_adapter=not args.no_adapter, device=args.device)
-    prepared = prepare_data(cfg, tok)
-    result = evaluate_loss(
-        model,
-        prepared.train.encoded,
-        tok.pad_token_id,
-        pick_device(args.device),
-        batch_size=args.batch_size or 8,
-    )
-    out = {
-        "model": args.model,
-        "adapter": not args.no_adapter,
-        "data": data,
-        "examples": len(prepared.train.encoded),
-        "rejected": len(prepared.rejects),
-        **result,
-    }
-    print(json.dumps(out, indent=2))
-    if args.output:
-        Path(args.output).write_text(json.dumps(out, indent=2))
-    return 0
-
-
-# ----------------------------------------------------------------------------- suites
-
-
-def default_output(target: str, suite_name: str) -> Path | None:
-    """``RUN/eval-<suite>.json`` when ``target`` is a run dir (``tunesmith report`` shows it)."""
-    run = Path(target)
-    if (run / "final").is_dir() and (run / "config.yaml").is_file():
-        return run / f"eval-{suite_name}.json"
-    return None
-
-
-def _eval_suite(args: argparse.Namespace) -> int:
-    """``tunesmith eval MODEL --suite S``: options of the held-out-loss mode are refused."""
-    clash = [f"--{k.replace('_', '-')}" for k in ("data", "template", "format", "max_length")
-             if getattr(args, k, None) is not None]  # fmt: skip
-    if clash:
-        raise UserError(
-            f"eval --suite: {', '.join(clash)} do not apply (set them in the suite file, "
-            "or override with --set key=value)"
-        )
-    overrides = list(args.set or [])
-    if args.batch_size is not None:
-        overrides.append(f"batch_size={args.batch_size}")
-    from tunesmith.eval.runner import evaluate_suite
-
-    result = evaluate_suite(
+    result = evaluate(
         args.model,
         args.suite,
+        data=args.data,
+        overrides=list(args.set or []),
         use_adapter=not args.no_adapter,
         device=args.device,
-        overrides=overrides,
+        batch_size=args.batch_size,
+        output=args.output,
+        template=args.template,
+        format=args.format,
+        max_length=args.max_length,
     )
-    out = Path(args.output) if args.output else default_output(args.model, result["suite"])
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    brief = {k: v for k, v in result.items() if k != "tasks"}
-    brief["results"] = str(out) if out else None
+    if result.suite is None:
+        print(json.dumps(result.details, indent=2))
+        return 0
+    brief = {k: v for k, v in result.details.items() if k != "tasks"}
+    brief["results"] = str(result.output) if result.output else None
     print(json.dumps(brief, indent=2))
     return 0
 

@@ -54,16 +54,16 @@ def _conversation(system: str | None, turns: list[tuple[str, str]]) -> list[Any]
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tunesmith.generation import chat_replies
-    from tunesmith.models.load import load_for_inference
+    """:func:`tunesmith.api.generate` on ``--prompt`` messages or stdin lines; JSON lines out."""
+    from tunesmith.api import generate
 
-    model, tok = load_for_inference(args.model, use_adapter=not args.no_adapter, device=args.device)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    convs = [_conversation(args.system, [("user", p)]) for p in prompts]
-    for prompt, reply in zip(
-        prompts, chat_replies(model, tok, convs, _sampling(args)), strict=True
-    ):
-        print(json.dumps({"prompt": prompt, "reply": reply}, ensure_ascii=False))
+    for g in generate(
+        args.model, prompts, use_adapter=not args.no_adapter, device=args.device,
+        system=args.system, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+    ):  # fmt: skip
+        print(json.dumps({"prompt": g.prompt, "reply": g.reply}, ensure_ascii=False))
     return 0
 
 

@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("export", help="write a standalone merged model; verified")
     p.add_argument("run")
     p.add_argument("--format", choices=["safetensors", "gguf"], default="safetensors")
+    p.add_argument(
+        "--quant",
+        choices=["f16", "q8_0", "q4_0", "q4_1", "q4_k_m"],
+        default="q8_0",
+        help="gguf: weight type (q4_k_m needs llama.cpp's llama-quantize; explained if asked)",
+    )
     _add_verify_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -39,21 +45,17 @@ def _add_verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _verify_opts(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tolerance": args.tolerance, "n_prompts": args.prompts, "device": args.device}
+    return {"tolerance": args.tolerance, "prompts": args.prompts, "device": args.device}
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from tunesmith.merge import merge_adapters, merge_run
+    """:func:`tunesmith.api.merge`; print the verification report."""
+    from tunesmith.api import merge
 
-    if len(args.runs) == 1 and args.method is None:
-        report = merge_run(args.runs[0], args.out, **_verify_opts(args))
-    else:
-        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-        report = merge_adapters(
-            args.runs, args.method or "linear", weights, args.density, args.out,
-            **_verify_opts(args),
-        )  # fmt: skip
-    print(json.dumps(report, indent=2))
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    result = merge(args.runs, method=args.method, weights=weights, density=args.density,
+                   out=args.out, **_verify_opts(args))  # fmt: skip
+    print(json.dumps(result.report, indent=2))
     return 0
 
 
@@ -65,8 +67,9 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tunesmith.merge import export_run
+    """:func:`tunesmith.api.export`; print the verification report."""
+    from tunesmith.api import export
 
-    report = export_run(args.run, args.format, args.out, **_verify_opts(args))
-    print(json.dumps(report, indent=2))
+    result = export(args.run, args.format, args.out, quant=args.quant, **_verify_opts(args))
+    print(json.dumps(result.report, indent=2))
     return 0

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
-from typing import Any
-
-from tunesmith.errors import UserError
+from dataclasses import fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _add_memory_args(p)
     _add_advice_args(p)
+    _add_throughput_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_plan)
 
@@ -62,122 +60,58 @@ def _add_advice_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--low-cost", action="store_true")
 
 
-def _targets(spec: str) -> tuple[str, ...]:
-    from tunesmith.plan.memory import LORA_PRESETS
+def _add_throughput_args(p: argparse.ArgumentParser) -> None:
+    from tunesmith.plan.throughput import ACCELERATORS, DEFAULT_MFU
 
-    if spec in LORA_PRESETS:
-        return LORA_PRESETS[spec]
-    return tuple(t.strip() for t in spec.split(",") if t.strip())
+    p.add_argument("--gpu", choices=sorted(ACCELERATORS), help="add a tokens/s estimate")
+    p.add_argument("--gpus", type=int, default=1, help="accelerators (data parallel)")
+    p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="assumed FLOPs utilisation")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak (e.g. a CPU)")
+    p.add_argument("--bandwidth-gbs", type=float, default=None, help="device memory GB/s")
 
 
-def _setup(args: argparse.Namespace, seq_len: int) -> Any:
-    from tunesmith.plan.memory import TrainSetup
+def _throughput(args: argparse.Namespace) -> tuple[str, dict[str, object]] | None:
+    """The tokens/s estimate when ``--gpu`` or ``--peak-tflops`` asks for it."""
+    if args.model is None or (args.gpu is None and args.peak_tflops is None):
+        return None
+    from tunesmith.plan.throughput import plan_throughput, render_throughput
 
-    return TrainSetup(
+    t, s = plan_throughput(
+        args.model,
+        gpu=args.gpu,
+        gpus=args.gpus,
+        mfu=args.mfu,
+        peak_tflops=args.peak_tflops,
+        bandwidth_gbs=args.bandwidth_gbs,
         method=args.method,
-        checkpointing=args.checkpointing,
-        seq_len=seq_len,
+        seq_len=args.seq_len or 512,
         micro_batch=args.micro_batch,
-        optimizer=args.optimizer,
-        optimizer_impl=args.optim_impl,
         precision=args.precision,
         lora_rank=args.lora_rank,
-        lora_dropout=args.lora_dropout,
-        lora_targets=_targets(args.lora_targets),
-        devices=args.devices,
-        attention=args.attention,
-        device_type="cpu" if args.cpu else "cuda",
+        lora_targets=args.lora_targets,
+        checkpointing=args.checkpointing,
     )
-
-
-def _data_facts(args: argparse.Namespace) -> Any:
-    from tunesmith.plan.datafacts import data_facts
-
-    tokenizer = None
-    if args.model and args.model.upper() not in _named():
-        from tunesmith.models.load import load_tokenizer
-        from tunesmith.plan.shapes import _model_dir
-
-        tokenizer = load_tokenizer(_model_dir(args.model))
-    return data_facts(args.data, tokenizer)
-
-
-def _named() -> set[str]:
-    from tunesmith.plan.shapes import NAMED_SHAPES
-
-    return set(NAMED_SHAPES)
-
-
-def _advice(args: argparse.Namespace, facts: Any) -> Any:
-    from tunesmith.plan.advisor import Facts, advise
-
-    examples = args.examples if args.examples is not None else getattr(facts, "examples", None)
-    return advise(
-        Facts(
-            examples=examples,
-            knowledge_changes_often=args.knowledge_changes_often,
-            format_only=args.format_only or bool(getattr(facts, "format_only", False)),
-            has_eval_set=None if args.eval_set is None else args.eval_set == "yes",
-            low_latency=args.low_latency,
-            low_cost=args.low_cost,
-            duplicate_fraction=getattr(facts, "duplicate_fraction", None),
-        )
-    )
-
-
-def _memory(args: argparse.Namespace, seq_len: int) -> tuple[Any, Any]:
-    from tunesmith.plan.memory import estimate
-    from tunesmith.plan.search import best_fit
-    from tunesmith.plan.shapes import resolve_shape
-
-    shape = resolve_shape(args.model)
-    setup = _setup(args, seq_len)
-    return estimate(shape, setup), best_fit(shape, setup, args.device_gib, args.grad_accum)
+    return render_throughput(t, s), t.as_dict()
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tunesmith.plan import render
+    """:func:`tunesmith.api.plan` with the setup and facts given as options."""
+    from tunesmith.api import AdviceFacts, PlanSetup, plan
 
-    if not (args.model or args.advise or args.data):
-        raise UserError("tunesmith plan: give a model (or a size like 7B), --advise or --data")
-    out: dict[str, Any] = {}
-    text: list[str] = []
-    facts = _data_facts(args) if args.data else None
-    if facts is not None:
-        out["data"] = asdict(facts) | {"seq_len": facts.seq_len}
-        text.append(render.render_data(facts))
-    if args.model:
-        seq_len = args.seq_len or (facts.seq_len if facts else 512)
-        est, best = _memory(args, seq_len)
-        out["estimate"] = _estimate_json(est, args.device_gib)
-        out["best"] = None if best is None else _best_json(best)
-        text.append(render.render_estimate(est, args.device_gib))
-        text.append(render.render_best(best, args.device_gib))
-    if args.advise or args.data:
-        advice = _advice(args, facts)
-        out["advice"] = asdict(advice)
-        text.append(render.render_advice(advice))
-    print(json.dumps(out, indent=2, default=str) if args.json else "\n\n".join(text))
+    setup = PlanSetup(**{f.name: getattr(args, f.name) for f in fields(PlanSetup)})
+    facts = AdviceFacts(
+        examples=args.examples,
+        knowledge_changes_often=args.knowledge_changes_often,
+        format_only=args.format_only,
+        eval_set=None if args.eval_set is None else args.eval_set == "yes",
+        low_latency=args.low_latency,
+        low_cost=args.low_cost,
+    )
+    result = plan(args.model, data=args.data, advise=args.advise, setup=setup, facts=facts)
+    speed = _throughput(args)
+    if args.json:
+        out = result.as_dict() | ({"throughput": speed[1]} if speed else {})
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(result.text + (f"\n{speed[0]}" if speed else ""))
     return 0
-
-
-def _estimate_json(e: Any, device_gib: float) -> dict[str, Any]:
-    return {
-        "setup": asdict(e.setup),
-        "bytes": e.items,
-        "peak": e.peak,
-        "total": e.total,
-        "fits": e.fits(device_gib),
-        "total_params": e.total_params,
-        "trainable_params": e.trainable_params,
-        "notes": e.notes,
-    }
-
-
-def _best_json(c: Any) -> dict[str, Any]:
-    return {
-        "setup": asdict(c.estimate.setup),
-        "total": c.estimate.total,
-        "grad_accum": c.grad_accum,
-        "relative_time": c.relative_time,
-    }

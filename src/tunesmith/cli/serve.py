@@ -18,6 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--adapter", action="append", default=[], metavar="NAME=DIR", help="run or adapter dir"
     )
+    p.add_argument(
+        "--embedding-model",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="serve a sentence encoder (method embed's final/) at /v1/embeddings",
+    )
     p.add_argument("--adapter-root", help="allow POST /v1/adapters for dirs under this root")
     p.add_argument(
         "--host",
@@ -31,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--batch-window-ms", type=float, default=10.0)
-    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument(
+        "--max-batch-size", type=int, default=16, help="decoding slots: rows per forward"
+    )
     p.add_argument("--max-prompt-tokens", type=int, default=2048)
     p.add_argument("--max-new-tokens", type=int, default=512, help="cap on a request's max_tokens")
     p.add_argument("--default-max-tokens", type=int, default=128)
@@ -116,7 +124,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         dtype=args.dtype,
         allow_control_tokens=args.allow_control_tokens,
         limits=limits,
-        batching=Batching(window_ms=args.batch_window_ms, max_batch_size=args.max_batch_size),
+        batching=Batching(max_batch_size=args.max_batch_size),
+        embedders={n: Path(d) for n, _, d in (s.partition("=") for s in args.embedding_model)},
     )
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from tunesmith.cli.args import add_config_args
+from tunesmith.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,10 +20,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("validate", help="check a config without training")
-    add_config_args(p)
+    p = sub.add_parser("validate", help="check a config without training; --schema: JSON Schema")
+    p.add_argument("config", nargs="?", help="the YAML config (not with --schema)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value")
     p.add_argument("--show", action="store_true", help="print the resolved config")
+    p.add_argument(
+        "--schema",
+        metavar="METHOD",
+        help="write the JSON Schema of METHOD's config (all: every method, into --out DIR)",
+    )
+    p.add_argument("--out", help="--schema: file (one method) or directory (all); default stdout")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("explain", help="a config key's type, default, allowed values, meaning")
+    p.add_argument("key", help="dotted key, e.g. lora.r, train.precision, dpo.beta")
+    p.add_argument("--method", help="the method whose config to read (default: sft, else any)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("doctor", help="pre-flight checks and rendered examples for a config")
     add_config_args(p)
@@ -37,39 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sub.add_parser("ls", help="list shipped recipes").set_defaults(func=cmd_ls)
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _summary(result: Any) -> Any:
-    """A method's result as JSON, minus bulky stats, with the common keys named alike."""
-    summary = _jsonable(result)
-    if isinstance(summary, dict):
-        summary.pop("stats", None)
-        if "final_dir" in summary:
-            summary["final"] = summary.pop("final_dir")
-        if "last_train_loss" in summary:
-            summary["train_loss"] = summary.pop("last_train_loss")
-    return summary
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    """Run ``tunesmith.methods.<method>.run(cfg)``; print its result."""
-    from tunesmith.config import load_config
+    """:func:`tunesmith.api.train`; print its result."""
+    from tunesmith.api import train
 
-    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    cfg = load_config(args.config, overrides)
-    method = importlib.import_module(f"tunesmith.methods.{cfg.method}")
-    result = method.run(cfg, skip_preflight=args.skip_preflight)
-    print(json.dumps(_summary(result), indent=2, default=str))
+    run = train(args.config, list(args.overrides), resume=args.resume,
+                skip_preflight=args.skip_preflight)  # fmt: skip
+    print(json.dumps(run.summary, indent=2, default=str))
     return 0
 
 
@@ -77,8 +61,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Load and check the config; imports configuration code only, no training loop."""
     from tunesmith.config import dump_config, load_config
 
+    if args.schema:
+        return _write_schema(args.schema, args.out)
+    if args.config is None:
+        raise UserError("validate: give a config file (or --schema METHOD)")
     cfg = load_config(args.config, list(args.overrides))
     print(dump_config(cfg) if args.show else f"{args.config}: valid ({cfg.method})")
+    return 0
+
+
+def _write_schema(name: str, out: str | None) -> int:
+    """``validate --schema METHOD|all [--out PATH]``."""
+    from tunesmith.config.schema import schema_names, schema_text, write_schemas
+
+    if name == "all":
+        for path in write_schemas(Path(out or "schemas")):
+            print(f"wrote {path}")
+        return 0
+    text = schema_text(name)
+    if out is None:
+        print(text, end="")
+        return 0
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text, encoding="utf-8")
+    print(f"wrote {out} ({name}; known: {', '.join(schema_names())})")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``explain KEY [--method M]``: the field's help, generated from the pydantic models."""
+    from tunesmith.config.schema import explain
+
+    print(explain(args.key, args.method).render())
     return 0
 
 

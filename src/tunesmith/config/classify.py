@@ -34,6 +34,22 @@ class ClassifySection(Section):
     text_field: str = Field("text", description="Input text field (CSV column / JSON key).")
     label_field: str = Field("label", description="Label field: a string or an integer.")
     eval_batch_size: int = Field(32, ge=1, description="Held-out examples per forward (per rank).")
+    cache_features: Literal["none", "memory", "disk"] = Field(
+        "memory",
+        description="mode head: run the frozen backbone once over every example and train the head "
+        "on the kept features (memory; disk: also under train.output_dir/.feature_cache, keyed "
+        "by a content hash of data, model and max_length, reused by later runs); none: the "
+        "backbone runs every step (its dropout active). Heads other than one linear layer run "
+        "uncached.",
+    )
+
+    @model_validator(mode="after")
+    def _cache_is_head_only(self) -> ClassifySection:
+        if "cache_features" in self.model_fields_set and self.mode != "head":
+            raise ValueError(
+                f"classify.cache_features is read by classify.mode=head only (got {self.mode})"
+            )
+        return self
 
 
 class ClassifyLoraSection(LoraSection):

@@ -53,6 +53,19 @@ class DPOSection(Section):
     )
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin gamma.")
     orpo_lambda: float = Field(0.1, gt=0.0, description="ORPO weight of the odds-ratio term.")
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="RPO (Pang et al. 2024): add this weight times the chosen reply's per-token "
+        "NLL to the loss, so that the chosen likelihood does not fall (0 = off; ~1 in the paper). "
+        "Not with orpo, which has its own SFT term.",
+    )
+    likelihood_warning: float = Field(
+        2.0,
+        gt=0.0,
+        description="Warn once when the held-out chosen replies' mean log-prob has fallen by "
+        "more than this many nats per sequence since the first evaluation.",
+    )
     precompute_ref: bool = Field(
         False,
         description="Compute the reference log-probs of every pair once before training (cached "
@@ -103,6 +116,8 @@ class DPOConfig(AdapterRunConfig):
         for name, changed, owner in unread:
             if changed and d.loss != owner:
                 raise ValueError(f"dpo.{name} is read by dpo.loss={owner} only (got {d.loss})")
+        if d.sft_weight and d.loss == "orpo":
+            raise ValueError("dpo.sft_weight: dpo.loss=orpo already has an SFT term (orpo_lambda)")
         if d.precompute_ref and d.loss in REFERENCE_FREE:
             raise ValueError(
                 f"dpo.precompute_ref: dpo.loss={d.loss} has no reference model to precompute"

@@ -27,6 +27,8 @@ METHODS: dict[str, str] = {
     "ppo": "tunesmith.config.ppo:PPOConfig",
     "grpo": "tunesmith.config.grpo:GRPOConfig",
     "classify": "tunesmith.config.classify:ClassifyConfig",
+    "embed": "tunesmith.config.embed:EmbedConfig",
+    "distill": "tunesmith.config.distill:DistillConfig",
 }
 
 

@@ -19,14 +19,16 @@ class Section(BaseModel):
 class ModelSection(Section):
     name_or_path: str = Field(
         "smollm2-135m-instruct",
-        description="A local Hugging Face model directory, a .gguf file, or a known alias "
-        "(`tunesmith models` lists them).",
+        description="A local Hugging Face model directory, a .gguf file, a known alias "
+        "(`tunesmith models` lists them), or a Hugging Face id (org/name[@revision]) resolved "
+        "through the standard Hugging Face cache (HF_HUB_OFFLINE=1: cache only).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="Weight dtype when loading for training. auto = float32 for every weight "
         "that trains (fp32 master weights and optimizer state, bf16 autocast per "
-        "train.precision); under LoRA/QLoRA on CUDA the frozen base loads in bfloat16. "
+        "train.precision); under LoRA/QLoRA the frozen base loads in bfloat16 where bf16 is "
+        "native (CUDA; CPUs with AVX-512 BF16/AMX when train.precision resolves to bf16). "
         "bfloat16 = pure-bf16 weights (less memory; optimizer updates rounded to bf16). "
         "float16 is refused: training in fp16 needs a loss scaler, which tunesmith does not run.",
     )
@@ -140,7 +142,7 @@ class DataSection(Section):
     max_val_examples: int | None = Field(None, ge=1)
     seed: int = 1234
 
-    @field_validator("train", mode="before")
+    @field_validator("train", mode="before", json_schema_input_type=str | list[str | DatasetSpec])
     @classmethod
     def _paths_to_specs(cls, value: Any) -> Any:
         entries = value if isinstance(value, list) else [value]
@@ -336,13 +338,26 @@ class RunFields(Section):
 class EvalFields(Section):
     """Methods with a held-out evaluation: its cadence, best/ and early stopping."""
 
-    eval_every: int | None = Field(None, ge=1, description="Steps between evaluations.")
+    eval_every: int | float | None = Field(
+        None,
+        description="Steps between evaluations (an integer), or a fraction of the run's total "
+        "steps (0 < x < 1: 0.2 evaluates every 20% of the run, 5 times; always after the last).",
+    )
     early_stopping_patience: int | None = Field(
         None,
         ge=1,
         description="Stop after this many evaluations without a better held-out value of the "
         "method's metric (best/ holds the weights of the best one).",
     )
+
+    @field_validator("eval_every")
+    @classmethod
+    def _steps_or_fraction(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError("a fraction of the run is 0 < eval_every < 1 (steps: an integer)")
+        if isinstance(value, int) and value < 1:
+            raise ValueError("eval_every in steps is >= 1")
+        return value
 
 
 class BatchFields(Section):

@@ -6,16 +6,25 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from tunesmith.config.qat import QATSection
 from tunesmith.config.sections import (
     PROMPT_LEARNING,
     AdapterRunConfig,
     ForgettingSection,
     RegularizationSection,
+    TrainSection,
 )
+
+
+class SFTTrainSection(TrainSection):
+    """SFT's train section: every shared group, and quantization-aware training."""
+
+    qat: QATSection | None = None
 
 
 class SFTConfig(AdapterRunConfig):
     method: Literal["sft"] = "sft"
+    train: SFTTrainSection = SFTTrainSection()
     forgetting: ForgettingSection | None = None
     regularization: RegularizationSection = RegularizationSection()
 
@@ -30,6 +39,23 @@ class SFTConfig(AdapterRunConfig):
             raise ValueError(
                 "regularization.type=ewc needs regularization.fisher_data or "
                 "forgetting.text (general text to estimate the Fisher on)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_qat(self) -> SFTConfig:
+        if self.train.qat is not None and (
+            self.adapter.type != "full" or self.model.quantization != "none"
+        ):
+            raise ValueError(
+                "train.qat fake-quantizes the weights that train: it needs adapter.type=full "
+                f"and model.quantization=none (got adapter.type={self.adapter.type}, "
+                f"model.quantization={self.model.quantization})"
+            )
+        if self.train.qat is not None and self.train.parallel == "fsdp":
+            raise ValueError(
+                "train.qat with train.parallel=fsdp is not supported (torchao's fake quantizers "
+                "are not tested on sharded weights); use train.parallel=ddp"
             )
         return self
 

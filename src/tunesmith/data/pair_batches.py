@@ -123,3 +123,17 @@ def held_out_shares(n: int, size: int, rank: int, world: int) -> Iterator[tuple[
     for start in range(0, n, size * world):
         share = list(range(start + rank * size, min(start + (rank + 1) * size, n)))
         yield (share, len(share)) if share else ([0], 0)
+
+
+def shared_prompt_ends(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a shared-prompt batch with one pair per row (:func:`collate_shared_prompt` without a
+    ``capacity``): the index [R] of each row's last ``prompt + chosen`` token and of its last
+    ``prompt + rejected`` token, the positions a sequence-level score reads (the padded
+    layout's last real token of each side). An empty reply reads the last prompt token, as its
+    padded row would."""
+    seq, branch = batch["seq_ids"], batch["branch_ids"]  # [R, T]
+    idx = torch.arange(seq.size(1), device=seq.device).expand_as(seq)
+    real = seq >= 0
+    chosen = torch.where(real & (branch <= 1), idx, -1).amax(dim=1)
+    rejected = torch.where(real & ((branch == 0) | (branch == 2)), idx, -1).amax(dim=1)
+    return chosen, rejected

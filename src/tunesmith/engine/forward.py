@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tunesmith.data.packing import block_causal_mask, flatten_rows
+from tunesmith.engine.segment_attention import example_ids_mask, uses_segments
 from tunesmith.losses.sft import IGNORE_INDEX, token_cross_entropy
 
 
@@ -37,6 +38,14 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         kwargs["position_ids"] = batch["position_ids"]
         config = getattr(model, "config", None)
         branches = batch.get("branch_ids")
+        if uses_segments(model) and branches is None and "seq_ids" in batch:
+            # per-example causal SDPA, no T x T mask (tunesmith.engine.segment_attention)
+            ids = example_ids_mask(batch["seq_ids"])
+            sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ())
+            kwargs["attention_mask"] = (
+                {"full_attention": ids, "sliding_attention": ids} if sliding else ids
+            )
+            return kwargs
         if uses_flash_attention(model):
             if branches is not None:
                 raise ValueError("the shared-prompt layout needs a 4-D mask; flash takes none")

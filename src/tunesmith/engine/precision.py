@@ -3,8 +3,11 @@
 Weights that train are held in fp32 (the "master weights") and so is the optimizer state; bf16
 autocast runs the matmuls in bf16. With ``model.dtype: auto`` a model is therefore loaded in
 fp32 whenever any of its own weights train (full fine-tuning, top layers, a classifier or reward
-head), also on CUDA. Under LoRA / QLoRA the frozen base may stay bf16 on CUDA (half the memory,
-and frozen weights get no update to lose), while peft keeps the adapter weights in fp32. Pure
+head), also on CUDA. Under LoRA / QLoRA the frozen base is stored in bf16 wherever bf16 is native
+(CUDA, and CPUs with AVX-512 BF16 / AMX when ``train.precision`` resolves to bf16): half the
+memory, frozen weights get no update to lose, and autocast has nothing to re-cast on every
+forward (an fp32 frozen weight is cast to bf16 anew in each step). peft keeps the adapter weights
+and so the optimizer state in fp32 (``autocast_adapter_dtype``). Pure
 bf16 weights (AdamW updates rounded to bf16) are an explicit choice: ``model.dtype: bfloat16``.
 fp16 training is refused at config load (no loss scaler): see ``config.sections.ModelSection``.
 """
@@ -40,15 +43,26 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
-def weight_dtype(name: str, device: torch.device, *, base_trains: bool) -> torch.dtype:
+def frozen_base_bf16(device: torch.device, precision: str | None) -> bool:
+    """Whether a frozen base (only adapters train) is stored in bf16 under ``model.dtype: auto``:
+    always on CUDA, on CPU when bf16 is native and the run's resolved precision is bf16."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and precision == "bf16" and cpu_has_bf16()
+
+
+def weight_dtype(
+    name: str, device: torch.device, *, base_trains: bool, precision: str | None = None
+) -> torch.dtype:
     """The dtype a model that is about to train is loaded in.
 
-    ``auto``: fp32 on CPU; on CUDA fp32 when ``base_trains`` (some of the loaded model's own
-    weights get optimizer updates), bf16 when only adapters train on a frozen base. An explicit
+    ``auto``: fp32 when ``base_trains`` (some of the loaded model's own weights get optimizer
+    updates); bf16 when only adapters train on a frozen base and :func:`frozen_base_bf16` holds
+    (``precision`` is the run's resolved ``train.precision``); fp32 otherwise. An explicit
     ``float32`` / ``bfloat16`` / ``float16`` is taken as given (``bfloat16``: pure-bf16 weights).
     """
     if name == "auto":
-        if device.type == "cuda" and not base_trains:
+        if not base_trains and frozen_base_bf16(device, precision):
             return torch.bfloat16
         return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

@@ -42,6 +42,7 @@ from tunesmith.config import BaseRunConfig, dump_config
 from tunesmith.data.dataset import step_batches, write_jsonl
 from tunesmith.data.records import NoUsableDataError
 from tunesmith.engine import checkpoint as ckpt
+from tunesmith.engine import lineage
 from tunesmith.engine.distributed import (
     DistInfo,
     barrier,
@@ -61,7 +62,7 @@ from tunesmith.engine.precision import resolve_precision
 from tunesmith.engine.rundir import new_run_dir, write_run_files
 from tunesmith.engine.tracking import open_metrics_log
 from tunesmith.errors import UserError
-from tunesmith.models.load import pick_device
+from tunesmith.models.load import pick_device, resolve_model
 
 CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process right after this step
 # What a resumed run may change: the length of the run, and the flag that asks for the resume.
@@ -70,6 +71,16 @@ RESUMABLE_CHANGES = frozenset({"train.max_steps", "train.epochs", "train.resume"
 
 class ResumeError(UserError):
     """``train.resume`` on a run that cannot be continued exactly."""
+
+
+class Pruned(Exception):
+    """Raised by :meth:`Run.evaluated` when the evaluation hook (a sweep's pruner) stops the run;
+    the run dir holds a ``PRUNED`` marker, the metrics log is closed, the process group left."""
+
+
+EvalHook = Callable[[int, float, bool], bool]
+"""``hook(step, value, higher_is_better) -> prune?``, called on rank 0 after every evaluation."""
+EVAL_HOOK: list[EvalHook] = []  # set by tunesmith.sweep for the runs it starts in this process
 
 
 @dataclass
@@ -144,6 +155,7 @@ class Run:
     run_dir: Path
     state: RunState = field(default_factory=RunState)
     log: MetricsLog | None = None
+    eval_hook: EvalHook | None = field(default_factory=lambda: EVAL_HOOK[-1] if EVAL_HOOK else None)
 
     @classmethod
     def start(cls, cfg: BaseRunConfig) -> Run:
@@ -190,6 +202,9 @@ class Run:
             write_run_files(
                 self.run_dir, self.cfg, data_files, {**extra, "world_size": self.dist.world}
             )
+            base = extra.get("base_model") or _model_dir(self.cfg)
+            config_text = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
+            lineage.record_run(self.run_dir, config_text, data_files, base)
             print(f"[tunesmith] run dir {self.run_dir}\n[tunesmith] {banner}", flush=True)
         barrier(self.dist)
 
@@ -274,8 +289,23 @@ class Run:
             save_best(self.run_dir / "best")
         else:
             s.evals_without_improvement += 1
+        if self.eval_hook is not None:
+            self._maybe_prune(value, higher_is_better)
         patience = getattr(self.cfg.train, "early_stopping_patience", None)
         return patience is not None and s.evals_without_improvement >= patience
+
+    def _maybe_prune(self, value: float, higher_is_better: bool) -> None:
+        """Ask the evaluation hook (rank 0; every rank follows) whether to stop here; if so,
+        mark the run dir ``PRUNED``, close the run and raise :class:`Pruned`."""
+        assert self.eval_hook is not None
+        prune = self.eval_hook(self.state.step, value, higher_is_better) if self.dist.is_main else 0
+        if not broadcast_object(prune, self.dist):
+            return
+        message = f"pruned at step {self.state.step} (held-out value {value:.6g})"
+        if self.dist.is_main:
+            (self.run_dir / "PRUNED").write_text(message + "\n", encoding="utf-8")
+        self.finish()
+        raise Pruned(f"{self.run_dir}: {message}")
 
     # ------------------------------------------------------------------------- saving
 
@@ -287,6 +317,7 @@ class Run:
             try:
                 write(tmp)
                 shutil.copy(self.run_dir / "config.yaml", tmp / "tunesmith_config.yaml")
+                lineage.record_export(tmp, out, self.run_dir)
                 ckpt.commit_dir(tmp, out)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -394,6 +425,18 @@ class Run:
             self.log.close()
         barrier(self.dist)
         shutdown(self.dist)
+
+
+def _model_dir(cfg: BaseRunConfig) -> Path | None:
+    """The base model directory a config names (aliases and GGUF files resolve to their cached
+    conversion, which the method has already made), for lineage."""
+    name = getattr(getattr(cfg, "model", None), "name_or_path", None)
+    if not isinstance(name, str):
+        return None
+    try:
+        return resolve_model(name)
+    except (ValueError, OSError):  # ModelError: a name that is not a local model
+        return None
 
 
 class OnRun:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.models.load import ALIASES, find_weights_dir, load_for_inference
+from tunesmith.models.load import ALIASES, HF_ID, find_weights_dir, load_for_inference
 
 
 class MissingBaseError(UserError):
@@ -27,7 +27,8 @@ def _recorded_base(weights: Path) -> tuple[str | None, str]:
 
 def check_base_present(target: str) -> None:
     """Raise :class:`MissingBaseError` naming the run and the missing base when ``target`` is a
-    run (or adapter) whose base model is neither an alias nor an existing path."""
+    run (or adapter) whose base model is neither an alias, a Hugging Face id nor an existing
+    path."""
     weights = find_weights_dir(target)
     if weights is None or not (weights / "adapter_config.json").is_file():
         return
@@ -38,7 +39,7 @@ def check_base_present(target: str) -> None:
     base, where = _recorded_base(weights)
     if base is None:
         raise MissingBaseError(f"{target}: the adapter in {weights} names no base model")
-    if base in ALIASES or Path(base).expanduser().exists():
+    if base in ALIASES or HF_ID.fullmatch(base) or Path(base).expanduser().exists():
         return
     raise MissingBaseError(
         f"{target}: the base model of this run is missing: {base} (recorded in {where}); "

@@ -54,7 +54,7 @@ def sequence_nll(
 
 
 def _sampling(g: GenerationSettings) -> SamplingParams:
-    return SamplingParams(g.max_new_tokens, g.temperature, g.top_p, g.top_k, g.seed)
+    return SamplingParams(g.max_new_tokens, g.temperature, g.top_p, g.top_k, g.seed, tuple(g.stop))
 
 
 def _batches(items: list[Any], size: int, desc: str, show: bool) -> Any:

@@ -51,6 +51,9 @@ class GenerationSettings(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
     seed: int | None = None
+    stop: list[str] = Field(
+        default_factory=list, description="A reply ends before the first of these strings."
+    )
 
 
 class TaskSpec(Section):

@@ -136,6 +136,28 @@ def orpo_loss(
     return -chosen - lam * F.logsigmoid(log_odds)
 
 
+def with_sft_term(
+    pair_loss: torch.Tensor,
+    policy_chosen: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", eq. 1): the pair loss
+    plus an SFT (negative log-likelihood) term on the chosen reply.
+
+        loss = pair_loss + w * NLL(y_w),   NLL(y_w) = -l_w / |y_w|
+
+    ``pair_loss`` ``[B]`` (any loss of this module), ``policy_chosen`` ``[B]`` summed log-probs,
+    ``chosen_lengths`` ``[B]`` response token counts; ``[B]`` out. The NLL is the per-token mean
+    over the chosen *response* (TRL's ``rpo_alpha`` convention; the paper divides by the prompt
+    and response length together), so ``w`` does not scale with reply length. It keeps DPO from
+    lowering the chosen reply's likelihood ("likelihood displacement"); ``w = 0`` is the plain loss.
+    """
+    if weight == 0.0:
+        return pair_loss
+    return pair_loss + weight * (-policy_chosen / chosen_lengths.clamp(min=1))
+
+
 @dataclass(frozen=True)
 class PairLogps:
     """Per-pair quantities of one batch, all ``[B]``; ``ref_*`` are None when reference-free."""
@@ -155,8 +177,22 @@ def preference_loss(
     label_smoothing: float = 0.0,
     simpo_gamma: float = 0.5,
     orpo_lambda: float = 0.1,
+    sft_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Per-pair loss ``[B]`` of the loss named ``kind`` (one of :data:`LOSSES`)."""
+    """Per-pair loss ``[B]`` of the loss named ``kind`` (one of :data:`LOSSES`), plus
+    ``sft_weight`` times the chosen reply's per-token NLL (:func:`with_sft_term`)."""
+    pair = _pair_loss(kind, logps, beta, label_smoothing, simpo_gamma, orpo_lambda)
+    return with_sft_term(pair, logps.chosen, logps.chosen_lengths, sft_weight)
+
+
+def _pair_loss(
+    kind: str,
+    logps: PairLogps,
+    beta: float,
+    label_smoothing: float,
+    simpo_gamma: float,
+    orpo_lambda: float,
+) -> torch.Tensor:
     lp = logps
     if kind == "simpo":
         return simpo_loss(

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.engine.checkpoint import list_checkpoints
+from tunesmith.engine.lineage import record_merge
 from tunesmith.engine.rundir import saved_setting
 from tunesmith.merge.common import MergeError, publish, staged
 from tunesmith.merge.verify import verification_prompts
@@ -165,6 +166,7 @@ def average_run(
         distance = _write_average(ckpts, weights, tmp)
         _copy_tokenizer(run, tmp)
         check = _check_loads(tmp, run)
+        record_merge(tmp, target, "average", {"checkpoint": list(ckpts)}, run=run)
         report = {
             "kind": "average",
             "output": str(target),

@@ -1,10 +1,6 @@
 """Export a run as a standalone model: safetensors (a merged, plain transformers directory).
 
-GGUF is not written here. The maintained HF -> GGUF converter is llama.cpp's
-``convert_hf_to_gguf.py``, which is not published on PyPI (the ``gguf`` package from the same
-project only reads and writes the container format); writing our own converter would mean
-re-implementing its per-architecture tensor naming and tokenizer handling. So ``--format gguf``
-stops with an explanation and the command to run on the safetensors export instead.
+``--format gguf`` is written and verified by :mod:`tunesmith.compress.gguf_export`.
 """
 
 from __future__ import annotations
@@ -20,15 +16,6 @@ from tunesmith.merge.verify import DEFAULT_TOLERANCE, model_outputs, verificatio
 from tunesmith.models.load import load_causal_lm, load_tokenizer
 
 FORMATS = ("safetensors", "gguf")
-GGUF_HELP = (
-    "--format gguf is not supported: the maintained HF->GGUF converter is llama.cpp's "
-    "convert_hf_to_gguf.py, which is not installable from PyPI (the `gguf` package has the file "
-    "writer, not the converter). Export safetensors first, then convert with llama.cpp:\n"
-    "  tunesmith export RUN --format safetensors --out OUT\n"
-    "  git clone https://github.com/ggml-org/llama.cpp\n"
-    "  pip install -r llama.cpp/requirements.txt\n"
-    "  python llama.cpp/convert_hf_to_gguf.py OUT --outfile model.gguf --outtype f16"
-)
 
 
 def export_run(
@@ -40,10 +27,15 @@ def export_run(
     n_prompts: int = 4,
     new_tokens: int = 8,
     device: str = "auto",
+    quant: str = "q8_0",
 ) -> dict[str, Any]:
-    """Write the run's model as a standalone safetensors directory (``RUN/export``), verified."""
+    """Write the run's model as a standalone safetensors directory (``RUN/export``), verified;
+    ``fmt="gguf"``: a GGUF file at ``quant`` and an Ollama Modelfile (``RUN/gguf``)."""
     if fmt == "gguf":
-        raise MergeError(GGUF_HELP)
+        from tunesmith.compress.gguf_export import export_gguf
+
+        opts = {"n_prompts": n_prompts, "new_tokens": new_tokens, "device": device}
+        return export_gguf(run, quant, out, **opts)
     if fmt not in FORMATS:
         raise MergeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     weights = weights_dir(run)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from tunesmith.engine.lineage import record_merge
 from tunesmith.merge.common import (
     ADAPTER_CONFIG,
     MergeError,
@@ -82,6 +83,7 @@ def save_verified(
         for name in ("tunesmith_config.yaml",):
             if (tokenizer_dir / name).is_file():
                 shutil.copy(tokenizer_dir / name, tmp / name)
+        record_merge(tmp, out, str(info["kind"]), lineage_sources(info))
         device = next(model.parameters()).device
         reloaded = load_causal_lm(tmp, dtype=torch.float32, device=device).eval()
         report = {
@@ -93,6 +95,17 @@ def save_verified(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def lineage_sources(info: dict[str, Any]) -> dict[str, list[str | Path]]:
+    """What a merge/export read, by role, from its report's ``adapter(s)``/``base``/``model``."""
+    roles = {"adapter": "adapter", "adapters": "adapter", "base": "base_model", "model": "model"}
+    out: dict[str, list[str | Path]] = {}
+    for key, role in roles.items():
+        value = info.get(key)
+        if value:
+            out.setdefault(role, []).extend(value if isinstance(value, list) else [value])
+    return out
 
 
 def merge_run(

@@ -9,7 +9,9 @@ The algorithm, top to bottom:
      token that is not ``pad_token_id``, so a decoder gets ``pad_token_id`` and texts must not
      contain that token);
   3. what trains (``classify.mode``): head only, head + top-k layers, everything, or LoRA with
-     the head trained in full;
+     the head trained in full; head only (``classify.cache_features``, on by default): the frozen
+     backbone runs once over every example and the head trains on the kept features
+     (:mod:`tunesmith.models.frozen_features`; memory, or a disk cache keyed by content hash);
   4. loop: each optimizer step takes ``micro_batch_size x world x grad_accum`` examples (each
      process its share of every micro-batch) and descends the mean cross-entropy over all of
      them, ``L = (1/N) sum_i CE(z_i, y_i)``; clip, AdamW, schedule step;
@@ -66,6 +68,14 @@ from tunesmith.eval.classification import classification_report, majority_baseli
 from tunesmith.losses.classification import classification_loss
 from tunesmith.models.adapters import check_rank, linear_modules, lora_targets, match_targets
 from tunesmith.models.encoders import resolve_backbone
+from tunesmith.models.frozen_features import (
+    HeadStep,
+    cached_head_features,
+    content_key,
+    head_features,
+    predict_features,
+    supports_feature_cache,
+)
 from tunesmith.models.load import (
     enable_activation_checkpointing,
     load_tokenizer,
@@ -293,9 +303,11 @@ def predict(
 def evaluate(s: Setup) -> dict[str, Any]:
     """The held-out report beside the majority-class baseline (the same on every rank)."""
     y_true = [label for _, label in s.held_out]
-    y_pred = predict(
-        s.step_module, s.held_out, s.pad_id, s.cfg.classify.eval_batch_size, s.precision, s.dist
-    )
+    size = s.cfg.classify.eval_batch_size
+    if s.features is not None:
+        y_pred = predict_features(s.step_module, s.features[1], size)
+    else:
+        y_pred = predict(s.step_module, s.held_out, s.pad_id, size, s.precision, s.dist)
     report = classification_report(y_true, y_pred, s.data.labels)
     baseline = majority_baseline([label for _, label in s.train], y_true, s.data.labels)
     return {"step": s.run.state.step, "held_out": report, "majority_baseline": baseline}
@@ -314,7 +326,8 @@ class Setup(OnRun):
     train: Encoded
     held_out: Encoded
     total_steps: int
-    step_module: Any  # ClassifierStep, DDP-replicated or FSDP2-sharded across ranks
+    step_module: Any  # ClassifierStep (HeadStep on cached features), DDP- or FSDP2-wrapped
+    features: tuple[torch.Tensor, torch.Tensor] | None = None  # cached [N, H] train, held-out
 
     @property
     def pad_id(self) -> int:
@@ -364,14 +377,70 @@ def setup(cfg: ClassifyConfig, skip_preflight: bool = False) -> Setup:
         f"classify mode {c.mode}: trainable {trainable:,} / {params:,}; labels {data.labels}; "
         f"train {len(train)}, held-out {len(held)}; processes {run.dist.world}",
     )
-    step_module = wrap_for_training(
-        ClassifierStep(model), model, run.dist, run.device, cfg.train.parallel
-    )
+    features = _cached_features(cfg, run, model, tokenizer, train, held, path)
+    step = ClassifierStep(model) if features is None else HeadStep(_head_module(model))
+    step_module = wrap_for_training(step, model, run.dist, run.device, cfg.train.parallel)
     total = total_steps(cfg.train, len(train), run.dist.world)
-    return Setup(cfg, run, data, model, tokenizer, train, held, total, step_module)
+    return Setup(cfg, run, data, model, tokenizer, train, held, total, step_module, features)
+
+
+def _head_module(model: Any) -> torch.nn.Module:
+    return getattr(model, head_modules(model)[0])  # type: ignore[no-any-return]
+
+
+def _cached_features(
+    cfg: ClassifyConfig,
+    run: Run,
+    model: Any,
+    tokenizer: Any,
+    train: Encoded,
+    held: Encoded,
+    path: Path,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Head mode: the frozen backbone's features of every example, computed once (or read from
+    the disk cache); None where the head trains on the live backbone instead."""
+    c, decoder = cfg.classify, is_decoder_backbone(model.config)
+    sharded = run.dist.enabled and cfg.train.parallel == "fsdp"
+    if c.mode != "head" or c.cache_features == "none" or sharded:
+        return None
+    if not supports_feature_cache(model, decoder):
+        if run.dist.is_main:
+            print("[tunesmith] classify: this head is not one linear layer; not cached", flush=True)
+        return None
+    pad, size = int(tokenizer.pad_token_id), c.eval_batch_size
+    t0 = time.perf_counter()
+    disk = c.cache_features == "disk" and not run.dist.enabled
+    out, hits = [], []
+    for items in (train, held):
+        key = content_key(path, items, cfg.data.max_length)
+        where = Path(cfg.train.output_dir) / ".feature_cache" if disk else None
+        with autocast(run.precision, run.device):
+            feats, hit = cached_head_features(
+                lambda items=items: head_features(model, items, pad, size, decoder, collate),
+                key,
+                where,
+            )
+        out.append(feats)
+        hits.append(hit)
+    if run.dist.is_main:
+        source = "read from disk" if all(hits) else f"computed in {time.perf_counter() - t0:.1f}s"
+        print(
+            f"[tunesmith] classify head: frozen features of {len(train)} + {len(held)} examples "
+            f"cached ({c.cache_features}, {source}); the backbone does not run again",
+            flush=True,
+        )
+    return out[0], out[1]
 
 
 # ----------------------------------------------------------------------------- one step
+
+
+def _micro_batch(s: Setup, idx: list[int]) -> dict[str, torch.Tensor]:
+    """Token ids of the examples ``idx``, or their cached features."""
+    if s.features is None:
+        return collate([s.train[i] for i in idx], s.pad_id)
+    labels = torch.tensor([s.train[i][1] for i in idx], dtype=torch.long)
+    return {"features": s.features[0][idx], "labels": labels}
 
 
 def train_step(
@@ -480,7 +549,7 @@ def run(cfg: ClassifyConfig, skip_preflight: bool = False) -> ClassifyResult:
     stopped_early, last_loss, last_eval = False, None, None
     while state.step < s.total_steps and not stopped_early:
         t0 = time.perf_counter()  # the step alone: evaluation and checkpoints are not counted
-        micro = [collate([s.train[i] for i in shard(mb, info)], s.pad_id) for mb in next(batches)]
+        micro = [_micro_batch(s, shard(mb, info)) for mb in next(batches)]
         m = train_step(s, optimizer, scheduler, micro)
         state.step += 1
         last_loss = m["loss"]

@@ -17,8 +17,10 @@ The algorithm, top to bottom:
      their log-probs are summed over the response tokens, the pair loss
      (:mod:`tunesmith.losses.dpo`) is averaged over the step's pairs on every process and
      backpropagated; then clip, AdamW step, schedule step;
-  4. every ``eval_every`` steps (and at step 0): loss, implicit rewards, margin, reward accuracy
-     and KL proxy on the held-out pairs, ``best/`` and early stopping on the held-out loss;
+  4. every ``eval_every`` steps (and at step 0): loss, implicit rewards, margin, reward accuracy,
+     KL proxy and the chosen/rejected mean log-probs with their change since the first evaluation
+     (one warning when the chosen ones fell by > ``dpo.likelihood_warning`` nats) on the
+     held-out pairs, ``best/`` and early stopping on the held-out loss;
      every ``save_every`` steps a checkpoint (weights, optimizer, schedule, RNG, step);
   5. save ``final/`` (loads with plain transformers or peft) with the chat template used.
 
@@ -321,7 +323,9 @@ def _pair_logps(logps: torch.Tensor, lengths: torch.Tensor, ref: torch.Tensor | 
 
 def _loss(cfg: DPOConfig, lp: PairLogps) -> torch.Tensor:
     d = cfg.dpo
-    return preference_loss(d.loss, lp, d.beta, d.label_smoothing, d.simpo_gamma, d.orpo_lambda)
+    return preference_loss(
+        d.loss, lp, d.beta, d.label_smoothing, d.simpo_gamma, d.orpo_lambda, d.sft_weight
+    )
 
 
 def _detach(lp: PairLogps, keep: int | None = None) -> PairLogps:
@@ -447,6 +451,7 @@ def _log_eval(s: Setup) -> dict[str, float] | None:
     metrics = evaluate(s)
     s.last_val = (step, metrics)
     if metrics is not None:
+        metrics.update(likelihood_change(s, metrics))
         s.run.write({"step": step, "split": "val", **metrics})
         if s.dist.is_main:
             print(
@@ -456,6 +461,33 @@ def _log_eval(s: Setup) -> dict[str, float] | None:
                 flush=True,
             )
     return metrics
+
+
+def likelihood_change(s: Setup, metrics: dict[str, float]) -> dict[str, float]:
+    """The held-out mean log-probs of chosen and rejected replies (nats per sequence) minus those
+    of the first evaluation (kept in the run state, so a resumed run measures from the same one).
+    DPO can lower both while the margin grows (likelihood displacement): when the chosen one has
+    fallen by more than ``dpo.likelihood_warning``, rank 0 prints one warning per run."""
+    keys = ("logps/chosen", "logps/rejected")
+    state = s.run.state.method
+    start = state.setdefault(
+        "logps_start", {"step": s.run.state.step, **{k: metrics[k] for k in keys}}
+    )
+    change = {f"{k}_change": metrics[k] - start[k] for k in keys}
+    drop = -change["logps/chosen_change"]
+    if drop > s.cfg.dpo.likelihood_warning and not state.get("likelihood_warned"):
+        state["likelihood_warned"] = True
+        if s.dist.is_main:
+            print(
+                f"[tunesmith] warning: the held-out chosen replies' mean log-prob fell by "
+                f"{drop:.2f} nats per sequence since step {start['step']} (rejected: "
+                f"{-change['logps/rejected_change']:.2f}): DPO is lowering the likelihood of the "
+                "preferred replies while the margin grows. Remedies: a higher dpo.beta, an SFT "
+                "term on the chosen replies (dpo.sft_weight, e.g. 1.0), or fewer steps (best/ "
+                "keeps the best held-out loss).",
+                flush=True,
+            )
+    return change
 
 
 def _evaluate(s: Setup) -> bool:

@@ -6,7 +6,9 @@ The algorithm, top to bottom:
      weight; preference pairs read by the one preference reader (held-out split included) and
      encoded as ``prompt + chosen`` / ``prompt + rejected``;
   2. loop: each optimizer step scores ``grad_accum`` micro-batches of pairs (both sides in one
-     forward; under torchrun each rank scores its share), takes the pairwise loss
+     forward; a causal-LM backbone runs each pair's prompt once, shared by both replies:
+     DPO's shared-prompt layout, :func:`shared_prompt_rewards`; under torchrun each rank
+     scores its share), takes the pairwise loss
      -log sigmoid(r_c - r_r - m) summed over the step's pairs and divided by their number,
      backprops, clips, steps;
   3. held-out pairwise accuracy (chance = 50%) and loss before the first step, every
@@ -33,6 +35,7 @@ from tunesmith.checks.pairs import check_rejects
 from tunesmith.config import LoraSection
 from tunesmith.config.reward import RewardConfig
 from tunesmith.data.dataset import write_jsonl
+from tunesmith.data.pair_batches import collate_shared_prompt, shared_prompt_ends
 from tunesmith.data.preference import (
     EncodedPair,
     PairSplits,
@@ -49,6 +52,7 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
+from tunesmith.engine.forward import decoder_hidden, is_prompt_learning, uses_flash_attention
 from tunesmith.engine.precision import autocast, weight_dtype
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
@@ -109,6 +113,45 @@ class Setup(OnRun):
 
 
 # ----------------------------------------------------------------------------- set up
+
+
+def shared_prompt_rewards(net: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[2R] rewards, chosen sides then rejected, of a shared-prompt batch (one pair per row,
+    ``prompt + chosen + rejected`` with the branch mask: each reply sees the prompt and itself,
+    :func:`tunesmith.data.pair_batches.collate_shared_prompt`). Every hidden state equals the
+    padded layout's, so the rewards do too, while the prompt runs once (Wang et al. 2024)."""
+    seq = net.get_base_model() if hasattr(net, "get_base_model") else net
+    body = getattr(seq, seq.base_model_prefix)
+    hidden = decoder_hidden(body, seq, batch)  # [R, T, H]
+    chosen_at, rejected_at = shared_prompt_ends(batch)  # [R], [R]
+    rows = torch.arange(hidden.size(0), device=hidden.device)
+    pooled = torch.cat([hidden[rows, chosen_at], hidden[rows, rejected_at]])  # [2R, H]
+    return seq.score(pooled).squeeze(-1).float()
+
+
+class PairScorer(RewardScorer):
+    """:class:`RewardScorer` that also takes shared-prompt batches (they carry ``branch_ids``)."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "branch_ids" in batch:
+            return shared_prompt_rewards(self.model, batch)
+        return super().forward(batch)
+
+
+def shares_prompts(rm: RewardModel) -> bool:
+    """A causal-LM backbone scores pairs in the shared-prompt layout, unless its attention
+    takes no 4-D mask (flash) or its adapter adds virtual tokens."""
+    return (
+        rm.kind == "decoder" and not uses_flash_attention(rm.net) and not is_prompt_learning(rm.net)
+    )
+
+
+def pair_micro_batch(s: Setup, idx: list[int]) -> dict[str, torch.Tensor]:
+    """Pairs ``idx`` of the training set as one batch: shared-prompt rows or padded sides."""
+    pad_id = s.rm.tokenizer.pad_token_id
+    if s.train.encoded is not None and shares_prompts(s.rm):
+        return collate_shared_prompt([s.train.encoded[j] for j in idx], pad_id)
+    return pair_batch([s.train.chosen[j] for j in idx], [s.train.rejected[j] for j in idx], pad_id)
 
 
 def attach_reward_lora(net: Any, cfg: LoraSection, kind: str) -> Any:
@@ -223,7 +266,7 @@ def setup(cfg: RewardConfig, skip_preflight: bool = False) -> Setup:
         f"reward model ({rm.kind} backbone): trainable params {trainable:,} / {total:,}; "
         f"processes {run.dist.world}; data {stats}",
     )
-    scorer = RewardScorer(rm.net, rm.kind)
+    scorer = PairScorer(rm.net, rm.kind)
     return Setup(
         cfg=cfg,
         run=run,
@@ -248,15 +291,12 @@ def train_step(
 
     Each rank backprops its summed pair loss x world / |P|; DDP / FSDP average the gradients over
     ranks, which makes the result the gradient of L however the step is split."""
-    info, device, pad_id = s.dist, s.run.device, s.rm.tokenizer.pad_token_id
+    info, device = s.dist, s.run.device
     n_step = sum(len(mb) for mb in micro)  # |P|: the global pairs of this step
     sums = {"loss": 0.0, "correct": 0.0, "margin": 0.0, "tokens": 0.0}
     for i, mb in enumerate(micro):
         idx = shard(mb, info)
-        batch = pair_batch(
-            [s.train.chosen[j] for j in idx], [s.train.rejected[j] for j in idx], pad_id
-        )
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in pair_micro_batch(s, idx).items()}
         with grad_sync(s.step_module, on=i == len(micro) - 1):
             with autocast(s.run.precision, device):
                 rewards = s.step_module(batch)  # [2k]: chosen sides, then rejected
@@ -266,7 +306,8 @@ def train_step(
         sums["loss"] += float(loss_sum.detach())
         sums["correct"] += pairwise_accuracy(r_c.detach(), r_r.detach()) * len(idx)
         sums["margin"] += float((r_c - r_r).detach().sum())
-        sums["tokens"] += float(batch["attention_mask"].sum())
+        real = batch["seq_ids"] >= 0 if "seq_ids" in batch else batch["attention_mask"]
+        sums["tokens"] += float(real.sum())  # tokens run: a shared prompt counts once
     params = [p for p in s.rm.net.parameters() if p.requires_grad]
     tail = s.run.optimizer_step(params, optimizer, scheduler)
     sums = {k: all_reduce_sum(v, info, device) for k, v in sums.items()}

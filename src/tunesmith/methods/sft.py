@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from tunesmith.checks.preflight import PreflightError, preflight_failures
+from tunesmith.compress.qat import qat_export
 from tunesmith.config import SFTConfig
 from tunesmith.data.dataset import (
     PreparedData,
@@ -163,7 +164,8 @@ def _save_export(s: Setup, out: Path) -> Path:
     """A directory that loads with plain transformers / peft, tokenizer and template included.
     Every rank calls it (FSDP gathers the weights); rank 0 writes."""
     s.tokenizer.chat_template = template_string(s.cfg.data.template, s.tokenizer)
-    return s.run.export_model(out, s.model, s.tokenizer, s.step_module)
+    quantized = qat_export(s.cfg.train.qat)  # train.qat: also write out/quantized/
+    return s.run.export_model(out, s.model, s.tokenizer, s.step_module, extra=quantized)
 
 
 def _evaluate(s: Setup) -> bool:

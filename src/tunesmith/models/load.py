@@ -1,4 +1,5 @@
-"""Resolve and load base models: a local HF directory, a GGUF file, or a known alias.
+"""Resolve and load base models: a local HF directory, a GGUF file, a known alias, or a Hugging
+Face id (``org/name``) found in (or fetched into) the standard Hugging Face cache.
 
 GGUF files are dequantised by transformers once and cached as a plain safetensors checkpoint
 (``$TUNESMITH_CACHE``, default ``~/.cache/tunesmith``), so every later load is a fast, ordinary
@@ -11,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -100,8 +102,80 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+# ``org/name`` or ``org/name@revision``, as the Hub names repositories (and no local path).
+HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?")
+
+# What is fetched for an id: safetensors weights, configs, tokenizer and chat template files.
+# Pickle weights (*.bin, *.pt) are never downloaded: only safetensors load by default.
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def _hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (read now, not at import, so a notebook can set it late)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "on", "yes", "true"}
+
+
+def _hub_cache() -> Path:
+    """The standard Hugging Face hub cache: ``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or the default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def resolve_hub_id(model_id: str) -> Path:
+    """The snapshot directory of a Hugging Face id in the local hub cache.
+
+    A cached snapshot is used as it is (no network). Otherwise, unless ``HF_HUB_OFFLINE=1``,
+    the safetensors weights, configs and tokenizer are downloaded into that cache, the way
+    ``huggingface-cli download`` would. Remote code is never run (``trust_remote_code`` stays off).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    repo_id, _, revision = model_id.partition("@")
+    cache = _hub_cache()
+    opts: dict[str, Any] = {"revision": revision or None, "cache_dir": str(cache)}
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True, **opts))  # type: ignore[arg-type]
+    except HFValidationError as e:
+        raise ModelError(f"model '{model_id}': not a valid Hugging Face id ({e})") from None
+    except (LocalEntryNotFoundError, FileNotFoundError):  # not in the cache
+        path = _download(repo_id, revision, cache, opts)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model '{model_id}': {path} has no config.json (not a model repo?)")
+    return path
+
+
+def _download(repo_id: str, revision: str, cache: Path, opts: dict[str, Any]) -> Path:
+    from huggingface_hub import snapshot_download
+
+    rev = f" --revision {revision}" if revision else ""
+    hint = (
+        f"pre-download it on a machine with network: `huggingface-cli download {repo_id}{rev}` "
+        f"(or `hf download {repo_id}{rev}`), with HF_HOME pointing at the same cache ({cache})"
+    )
+    if _hub_offline():
+        raise ModelError(
+            f"model '{repo_id}' is no local directory and not in the Hugging Face cache {cache}, "
+            f"and HF_HUB_OFFLINE=1: {hint}"
+        ) from None
+    try:
+        got = snapshot_download(repo_id, allow_patterns=HUB_FILES, **opts)
+    except Exception as e:
+        raise ModelError(
+            f"model '{repo_id}' is no local directory, not in the Hugging Face cache {cache}, "
+            f"and could not be downloaded ({type(e).__name__}: {e}); {hint}"
+        ) from None
+    return Path(str(got))
+
+
 def resolve_model(name_or_path: str) -> Path:
-    """A local HF directory for ``name_or_path`` (converting and caching GGUF on first use)."""
+    """A local HF directory for ``name_or_path`` (converting and caching GGUF on first use; a
+    Hugging Face id resolves through the hub cache)."""
     if name_or_path in ALIASES:
         gguf = alias_gguf_path(name_or_path)
         out = cache_dir() / "models" / name_or_path
@@ -114,11 +188,13 @@ def resolve_model(name_or_path: str) -> Path:
         if path.suffix == ".gguf" and path.is_file():
             gguf = path
             out = cache_dir() / "models" / _gguf_cache_key(path)
+        elif HF_ID.fullmatch(name_or_path):
+            return resolve_hub_id(name_or_path)
         else:
             known = ", ".join(ALIASES)
             raise ModelError(
                 f"model '{name_or_path}' not found: give a model directory, a .gguf "
-                f"file or an alias ({known})"
+                f"file, an alias ({known}) or a Hugging Face id (org/name)"
             )
     if not (out / "config.json").is_file():
         print(f"[tunesmith] converting {gguf.name} to safetensors in {out} (once)", flush=True)

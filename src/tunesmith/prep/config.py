@@ -129,6 +129,21 @@ class PiiSection(Section):
         ["email", "phone", "credit_card", "ip_address", "secret"],
         description="What to replace with typed placeholders such as <EMAIL>.",
     )
+    phone_regions: list[str] | None = Field(
+        None,
+        description="ISO 3166 regions whose national-format numbers count as phones (e.g. [GB, "
+        "DE]); default: every region libphonenumber knows, accepting only numbers valid there "
+        "and written in that region's grouping. Numbers with + or 00 are always checked.",
+    )
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, value: list[str] | None) -> list[str] | None:
+        from tunesmith.prep import pii_phone
+
+        if value is not None and pii_phone.available():
+            return list(pii_phone.check_regions(value))
+        return value
 
 
 class RatiosSection(Section):
@@ -199,6 +214,12 @@ class PrepConfig(Section):
     splits: SplitsSection = SplitsSection()
     balance: BalanceSection = BalanceSection()
     progress: bool = Field(True, description="Show tqdm progress bars on stderr.")
+    canaries: int = Field(
+        0,
+        ge=0,
+        description="Plant this many random secrets in a fixed template in train.jsonl and record "
+        "them in canaries.json, for `tunesmith probe memorization` (Carlini et al. 2019).",
+    )
 
     @field_validator("inputs", mode="before")
     @classmethod

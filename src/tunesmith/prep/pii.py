@@ -8,8 +8,13 @@ never logged or stored.
 * ``credit_card``: 13-19 digits (contiguous, or grouped 4-4-4-4[-x] / 4-6-5 with one kind of
   separator), starting with 2-6 (the major networks) and passing the Luhn check; a number that
   fails Luhn is left alone.
-* ``phone``: international numbers starting with ``+`` (8-15 digits), and North-American
-  3-3-4 numbers such as ``(555) 123-4567``; dates, years and bare digit runs are not phones.
+* ``email``: also when a transfer encoding hides it: a quoted-printable soft line break inside
+  the address, ``=40`` / ``%40`` / ``&#64;`` for the ``@`` (:mod:`tunesmith.prep.pii_email`).
+* ``phone``: with ``phonenumbers`` installed (the ``prep`` extra), every number libphonenumber
+  finds valid for a region of ``phone_regions`` (default: all) written in that region's own
+  grouping, or valid after ``+`` / ``00`` (:mod:`tunesmith.prep.pii_phone`); and always the
+  hand-written pattern: ``+`` numbers (8-15 digits) and North-American 3-3-4 numbers. Dates,
+  versions, prices and bare digit runs are not phones.
 * ``ip_address``: dotted-quad IPv4 with valid octets; IPv6 (validated with :mod:`ipaddress`)
   with at least three non-empty groups, so ``a[::2]`` or ``12:30:45`` are left alone.
 * ``secret``: vendor key formats (``sk-...``, ``AKIA...``, ``ghp_...``, ``github_pat_...``,
@@ -29,6 +34,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tunesmith.data.records import Example, Message
+from tunesmith.prep import pii_phone
+from tunesmith.prep.pii_email import email_spans
 
 PLACEHOLDERS: dict[str, str] = {
     "secret": "<SECRET>",
@@ -139,6 +146,7 @@ class _Rule:
     check: Callable[[re.Match[str]], bool] | None = None
     group: str | None = None
     gate: Callable[[str], bool] | None = None
+    spans: Callable[[str], list[tuple[int, int]]] | None = None  # replaces pattern matching
 
 
 def _has_digit(text: str) -> bool:
@@ -170,7 +178,7 @@ _RULES: tuple[_Rule, ...] = (
         "value",
         gate=lambda t: ":" in t or "=" in t,
     ),
-    _Rule("email", _EMAIL, gate=lambda t: "@" in t),
+    _Rule("email", _EMAIL, gate=lambda t: "@" in t or "40" in t or "64;" in t or "&commat;" in t),
     _Rule("credit_card", _CARD, _is_card, gate=_has_digit),
     _Rule("ip_address", _IPV6, _is_ipv6, gate=lambda t: "::" in t or t.count(":") >= 3),
     _Rule("ip_address", _IPV4, gate=lambda t: "." in t),
@@ -178,22 +186,56 @@ _RULES: tuple[_Rule, ...] = (
 )
 
 
+def _phone_spans(text: str, regions: tuple[str, ...] | None) -> list[tuple[int, int]]:
+    """libphonenumber's valid numbers, plus the hand-written pattern's (``+`` numbers and
+    North-American 3-3-4 shapes, such as the fictional 555 numbers libphonenumber rejects)."""
+    spans = pii_phone.phone_spans(text, regions)
+    for m in _PHONE.finditer(text):
+        if _is_phone(m) and not any(a < m.end() and m.start() < b for a, b in spans):
+            spans.append(m.span())
+    return sorted(spans)
+
+
+def _span_rule(rule: _Rule, phone_regions: Iterable[str] | None) -> _Rule:
+    """E-mail through the encoding-aware view; phone through libphonenumber where installed."""
+    if rule.kind == "email":
+        return replace(rule, spans=lambda text: email_spans(text, _EMAIL))
+    if rule.kind == "phone" and pii_phone.available():
+        regions = None if phone_regions is None else pii_phone.check_regions(phone_regions)
+        return replace(rule, spans=lambda text: _phone_spans(text, regions))
+    if rule.kind == "phone" and phone_regions is not None:
+        raise ValueError("pii.phone_regions needs phonenumbers: pip install 'tunesmith[prep]'")
+    return rule
+
+
 class PiiScrubber:
     """Replaces PII of the chosen ``types`` with placeholders and counts replacements by type."""
 
-    def __init__(self, types: Iterable[str] = tuple(PLACEHOLDERS)) -> None:
+    def __init__(
+        self, types: Iterable[str] = tuple(PLACEHOLDERS), phone_regions: Iterable[str] | None = None
+    ) -> None:
         wanted = set(types)
         unknown = wanted - set(PLACEHOLDERS)
         if unknown:
             raise ValueError(f"unknown PII types {sorted(unknown)}; known: {list(PLACEHOLDERS)}")
-        self._rules = [rule for rule in _RULES if rule.kind in wanted]
+        self._rules = [_span_rule(rule, phone_regions) for rule in _RULES if rule.kind in wanted]
         self.counts: Counter[str] = Counter()
 
     def scrub(self, text: str) -> str:
         """``text`` with every PII match replaced; :attr:`counts` grows by type."""
         for rule in self._rules:
-            if rule.gate is None or rule.gate(text):
+            if rule.gate is not None and not rule.gate(text):
+                continue
+            if rule.spans is not None:
+                text = self._replace_spans(text, rule.kind, rule.spans(text))
+            else:
                 text = rule.pattern.sub(lambda m, r=rule: self._replace(m, r), text)
+        return text
+
+    def _replace_spans(self, text: str, kind: str, spans: list[tuple[int, int]]) -> str:
+        for start, end in reversed(spans):
+            text = text[:start] + PLACEHOLDERS[kind] + text[end:]
+        self.counts[kind] += len(spans)
         return text
 
     def _replace(self, match: re.Match[str], rule: _Rule) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.engine.lineage import record_prep
+from tunesmith.prep.canaries import plant_canaries
 from tunesmith.prep.config import PrepConfig
 from tunesmith.prep.decide import decide
 from tunesmith.prep.output import publish, write_outputs
@@ -71,6 +73,10 @@ def run_prep(cfg: PrepConfig, counter: TokenCounter | None = None) -> PrepResult
         report = build_report(cfg, scan, decisions, SPLITS, time.perf_counter() - start)
         write_report(work, report)
         publish(work, out, [*files, "report.json", "report.html"])
+        if cfg.canaries:  # after the split files: the manifest below hashes train.jsonl with them
+            plant_canaries(out, cfg.canaries, cfg.splits.seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    raw = [i.path for i in cfg.inputs] + ([cfg.splits.test_file] if cfg.splits.test_file else [])
+    record_prep(out, raw, files, cfg.model_dump_json())  # lineage.json: the prep manifest
     return PrepResult(output_dir=out, report=report)

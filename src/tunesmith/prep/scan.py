@@ -62,8 +62,8 @@ class Scanner:
         self.cfg = cfg
         self.counter = counter or make_counter(cfg.model.name_or_path, cfg.model.template)
         self.filters = QualityFilters(cfg.filters, cfg.max_length, self.counter)
-        self.scrubber = PiiScrubber(cfg.pii.types)
-        self._quiet = PiiScrubber(cfg.pii.types)  # for error texts and test-file rows
+        self.scrubber = PiiScrubber(cfg.pii.types, cfg.pii.phone_regions)
+        self._quiet = PiiScrubber(cfg.pii.types, cfg.pii.phone_regions)  # error texts, test rows
         self.hasher = (
             MinHasher(cfg.dedup.num_perm, cfg.dedup.ngram) if needs_signatures(cfg) else None
         )

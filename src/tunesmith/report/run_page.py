@@ -11,6 +11,8 @@ import yaml
 from tunesmith.engine.tracking import scalars
 from tunesmith.report.charts import line_chart
 from tunesmith.report.html import bar_chart, esc, page, table
+from tunesmith.report.memorization_panel import memorization_section
+from tunesmith.report.method_panels import best_rows, method_charts
 from tunesmith.report.rundata import RunData, load_run
 
 KNOWN_TRAIN = ("loss", "lr", "tokens_per_s", "grad_norm")
@@ -28,7 +30,6 @@ def _memory_keys(run: RunData) -> list[str]:
 
 def _summary_rows(run: RunData) -> list[tuple[str, object]]:
     train, final = run.rows("train"), run.rows("final")
-    val = run.series("val", "val_loss")
     cfg = run.config
     rows: list[tuple[str, object]] = [
         ("run", str(run.path)),
@@ -36,7 +37,7 @@ def _summary_rows(run: RunData) -> list[tuple[str, object]]:
         ("base model", run.env.get("base_model") or cfg.get("model", {}).get("name_or_path", "?")),
         ("steps", int(train[-1].get("step", 0)) if train else 0),
         ("last train loss", train[-1].get("loss", "-") if train else "-"),
-        ("best val loss", min(v for _, v in val) if val else "-"),
+        *best_rows(run),
     ]
     if final and final[-1].get("val_loss") is not None:
         rows.append(("final val loss", final[-1]["val_loss"]))
@@ -153,6 +154,8 @@ def run_page(run: RunData) -> str:
         ("Summary", table(["", ""], _summary_rows(run))),
         ("Training", _training_section(run)),
     ]
+    if curves := method_charts(run):
+        sections.append(("Evaluation curves", _charts(curves)))
     extra = _extra_section(run)
     if "<svg" in extra:
         sections.append(("Other training metrics", extra))
@@ -160,6 +163,8 @@ def run_page(run: RunData) -> str:
         sections.append(("Evaluation", "\n".join(_eval_block(n, r) for n, r in run.evals.items())))
     if run.forgetting is not None or run.rows("forgetting"):
         sections.append(("Forgetting", _forgetting_section(run)))
+    if (memorization := memorization_section(run.path)) is not None:
+        sections.append(("Memorization", memorization))
     if run.config:
         config = yaml.safe_dump(run.config, sort_keys=False)
         sections.append(("Config", f"<pre>{esc(config)}</pre>"))
@@ -196,7 +201,9 @@ def _eval_comparison(runs: Sequence[RunData], labels: list[str]) -> str:
 def comparison_page(runs: Sequence[RunData]) -> str:
     labels = run_labels(runs)
     summary = [dict(_summary_rows(r)) for r in runs]
-    cols = ["method", "steps", "last train loss", "best val loss", "trainable params"]
+    cols = ["method", "steps", "last train loss", "best", "trainable params"]
+    for s, r in zip(summary, runs, strict=True):
+        s["best"] = "; ".join(f"{k.removeprefix('best ')} {v}" for k, v in best_rows(r))
     rows = [[n, *(s.get(c, "-") for c in cols)] for n, s in zip(labels, summary, strict=True)]
     curves = _charts(
         [

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Match
 
 from tunesmith.serve.adapters import check_name, shown, under_root
 from tunesmith.serve.batching import Batcher
+from tunesmith.serve.embeddings import add_embeddings_route
 from tunesmith.serve.errors import APIError, bad_request, internal, model_not_found, unauthorized
 from tunesmith.serve.generate import Generator
 from tunesmith.serve.host import ModelHost
@@ -228,4 +229,5 @@ def create_app(server: Server) -> FastAPI:
         return _error(APIError(exc.status_code, str(exc.detail), type=kind))
 
     _routes(app, server)
+    add_embeddings_route(app, server)
     return app

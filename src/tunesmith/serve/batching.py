@@ -1,16 +1,17 @@
-"""The worker thread: it owns the model, gathers requests into batches, and runs changes to
-the adapters between batches.
+"""The worker thread: it owns the model and the decoding engine, feeds new requests into the
+running batch, and runs changes to the adapters when no row is decoding.
 
-A batch starts with the first waiting request and takes every request that arrives within the
-batching window (up to ``max_batch_size``), whatever adapter each names: the rows share every
-forward pass. While handlers are still admitting requests (parsing, tokenizing: slow on a busy
-CPU) the batch waits a few ms more for them, up to :data:`GATHER_CAP_S`, so a burst does not
-open with a batch of one row while the rest queue behind it.
+Continuous batching: the engine has ``max_batch_size`` slots. Each turn the worker moves every
+newly submitted request into the engine's queue and runs one engine step; a free slot takes the
+next waiting request, which is prefilled and decodes with the running rows from that step on.
+A finished or cancelled row frees its slot at once. A control (add/remove an adapter) stops
+new requests from entering; it runs once the running rows have finished.
 
-Admission is sized by what can finish in time. The worker times every batch; a request that
-would not make the next batch is refused with 429 and ``Retry-After`` when, by that measure, it
-would not finish within the request timeout, and so is any waiting request that falls behind
-(checked before each batch). ``max_queue`` caps the waiting requests whatever the measure says.
+Admission is sized by what can finish in time. The worker times every request from its first
+token to its last; a request that would wait for a slot is refused with 429 and ``Retry-After``
+when, by that measure, it would not finish within the request timeout, and so is any waiting
+request that falls behind (checked before each step). ``max_queue`` caps the waiting requests
+whatever the measure says.
 """
 
 from __future__ import annotations
@@ -19,21 +20,18 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from tunesmith.serve.errors import internal, model_not_found, overloaded
 from tunesmith.serve.host import ModelHost
-from tunesmith.serve.jobs import Control, Failed, Job, Started
+from tunesmith.serve.jobs import Control, Failed, Job
 from tunesmith.serve.prometheus import Metrics
 from tunesmith.serve.sampling import eos_ids
 from tunesmith.serve.settings import Batching, Limits
 
 _STOP = object()
-GATHER_CAP_S = 0.25  # the longest a batch waits past its window for requests being admitted
-_GRACE_S = 0.005  # after each arrival: the gap between one handler's submit and the next's start
-_EMA = 0.3  # weight of the newest batch in the measured batch time
+_EMA = 0.3  # weight of the newest request in the measured time per request
 
 
 class _Inbox:
@@ -58,47 +56,42 @@ class _Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def shed(self, late: Callable[[int, Job], float | None]) -> list[tuple[Job, float]]:
-        """Remove the waiting jobs for which ``late(jobs_ahead, job)`` is not ``None``; return
-        each with that value (``jobs_ahead`` counts the jobs kept before it)."""
-        with self._ready:
-            kept: deque[Any] = deque()
-            removed: list[tuple[Job, float]] = []
-            ahead = 0
-            for item in self._items:
-                by = late(ahead, item) if isinstance(item, Job) else None
-                if by is not None:
-                    removed.append((item, by))
-                    continue
-                kept.append(item)
-                ahead += isinstance(item, Job)
-            self._items = kept
-            return removed
-
 
 class Batcher:
     def __init__(
         self, host: ModelHost, batching: Batching, metrics: Metrics, limits: Limits
     ) -> None:
+        from tunesmith.serve.decoding import new_engine
+
         self.host = host
         self.batching = batching
         self.metrics = metrics
         self.timeout_s = limits.request_timeout_s
-        self.max_queue = (
-            limits.max_queue if limits.max_queue is not None else 4 * batching.max_batch_size
-        )
-        self.eos = eos_ids(host.tokenizer)
-        self.batch_seconds: float | None = None  # measured: a moving average of batch time
-        # Requests inside a handler but not yet submitted; only the event loop changes it.
-        self.arriving = 0
-        self._running_since: float | None = None
+        self.slots = batching.max_batch_size
+        self.max_queue = limits.max_queue if limits.max_queue is not None else 4 * self.slots
+        self.engine = new_engine(host, eos_ids(host.tokenizer), self.slots)
+        self.batch_seconds: float | None = None  # measured: a moving average of request time
+        self._started: dict[int, float] = {}  # id(job) -> when its first token came
+        self._held: list[Any] = []  # controls (and stop) waiting for the running rows to end
         self._inbox = _Inbox()
         self._thread = threading.Thread(target=self._run, name="tunesmith-serve", daemon=True)
+
+    @property
+    def eos(self) -> set[int]:
+        return self.engine.eos
+
+    @eos.setter
+    def eos(self, ids: set[int]) -> None:
+        self.engine.eos = ids
 
     @property
     def alive(self) -> bool:
         """The worker thread is running (false before start, after stop or a crash)."""
         return self._thread.is_alive()
+
+    def waiting(self) -> int:
+        """Requests submitted and not yet decoding."""
+        return len(self._inbox) + len(self.engine.waiting)
 
     # ------------------------------------------------------------------ handler side
     def start(self) -> None:
@@ -109,36 +102,33 @@ class Batcher:
         self._thread.join(timeout=30)
 
     def eta(self, ahead: int) -> float | None:
-        """Seconds until a job with ``ahead`` jobs before it would finish, by the measured batch
-        time (the running batch's remainder, then one batch per ``max_batch_size`` ahead);
-        ``None`` before any batch was timed."""
-        per_batch = self.batch_seconds
-        if per_batch is None:
+        """Seconds until a job with ``ahead`` waiting jobs before it would finish, by the
+        measured time per request: one request's time per ``max_batch_size`` ahead, plus its
+        own; ``None`` before any request was timed."""
+        per_request = self.batch_seconds
+        if per_request is None:
             return None
-        since = self._running_since
-        current = 0.0 if since is None else max(0.0, per_batch - (time.monotonic() - since))
-        return current + (ahead // self.batching.max_batch_size + 1) * per_batch
+        return (ahead // self.slots + 1) * per_request
 
     def _too_late(self, ahead: int, job: Job) -> float | None:
         """How much sooner ``job`` would have to be served to finish in time (``None``: in time,
-        or it would join the next batch, which always runs so the measure stays current)."""
+        or it would take a slot at once, which keeps the measure current)."""
         eta = self.eta(ahead)
-        if eta is None or ahead < self.batching.max_batch_size:
+        if eta is None or ahead < self.slots:
             return None
         left = job.created + self.timeout_s - time.monotonic()
         return eta - left if eta > left else None
 
     def submit(self, job: Job) -> None:
         """Queue ``job``, or refuse it (429) when the queue is full or it would time out."""
-        waiting = len(self._inbox)
+        waiting = self.waiting()
         if waiting >= self.max_queue:
-            per_batch = self.batch_seconds or 1.0
-            raise overloaded(f"{waiting} requests waiting", per_batch)
-        late = self._too_late(waiting, job)
+            raise overloaded(f"{waiting} requests waiting", self.batch_seconds or 1.0)
+        late = self._too_late(waiting + len(self.engine.rows), job)
         if late is not None:
             raise overloaded(f"it would not finish within {self.timeout_s:g} s", late)
         self._inbox.put(job)
-        self.metrics.queue_depth = len(self._inbox)
+        self.metrics.queue_depth = self.waiting()
 
     def control(self, fn: Any) -> Future[Any]:
         item = Control(fn)
@@ -148,82 +138,83 @@ class Batcher:
     # ------------------------------------------------------------------ worker side
     def _run(self) -> None:
         while True:
-            first = self._inbox.get(None)
-            if first is _STOP:
-                return
-            if isinstance(first, Control):
-                first.run()
+            if self.engine.idle and self._held:  # no row decodes: run the held controls
+                held, self._held = self._held, []
+                for item in held:
+                    if item is _STOP:
+                        return
+                    item.run()
                 continue
-            if first.cancelled.is_set():
-                continue
-            self._shed_waiting()
-            jobs, held = self._collect(first)
-            self.metrics.queue_depth = len(self._inbox)
-            self._run_batch(jobs)
-            for item in held:
-                if item is _STOP:
-                    return
-                item.run()
+            self._take(block=self.engine.idle)
+            if not self.engine.idle:
+                self._shed_waiting()
+                self._step()
+
+    def _take(self, block: bool) -> None:
+        """Move newly submitted jobs into the engine, until a control or the stop mark (held,
+        with everything after it left in the inbox)."""
+        timeout: float | None = None if block else 0.0
+        while not self._held and (item := self._inbox.get(timeout)) is not None:
+            timeout = 0.0
+            if isinstance(item, Job):
+                self._enqueue(item)
+            else:
+                self._held.append(item)
+        self.metrics.queue_depth = self.waiting()
+
+    def _enqueue(self, job: Job) -> None:
+        from tunesmith.serve.decoding import job_request
+
+        if job.cancelled.is_set():
+            return
+        if not self.host.has(job.model):  # removed while the job waited
+            job.emit(Failed(model_not_found(job.model, self.host.models())))
+            return
+        self.engine.add(job_request(job))
 
     def _shed_waiting(self) -> None:
         """Refuse now, rather than time out later, the waiting jobs that cannot finish in time
-        (each has the batch now being formed ahead of it, too)."""
-        for job, late in self._inbox.shed(lambda ahead, job: self._too_late(ahead + 1, job)):
-            job.emit(Failed(overloaded(f"it would not finish within {self.timeout_s:g} s", late)))
-
-    def _collect(self, first: Job) -> tuple[list[Job], list[Any]]:
-        """``first`` plus the jobs arriving within the window (longer while requests are being
-        admitted, up to :data:`GATHER_CAP_S`); controls and stop are held for after."""
-        jobs, held = [first], []
-        deadline = time.monotonic() + self.batching.window_ms / 1000
-        cap = deadline + GATHER_CAP_S
-        while len(jobs) < self.batching.max_batch_size:
-            now = time.monotonic()
-            gathering = self.arriving > 0 and now < cap
-            left = max(deadline - now, min(_GRACE_S, cap - now) if gathering else 0.0)
-            item = self._inbox.get(left)
-            if item is None:
-                if gathering:
-                    continue
-                break
-            if isinstance(item, Job):
-                jobs.append(item)
-                deadline = max(deadline, min(time.monotonic() + _GRACE_S, cap))
+        (those a free slot takes this step are never refused)."""
+        free = self.slots - len(self.engine.rows)
+        kept = []
+        for k, item in enumerate(self.engine.waiting):
+            job: Job = item.request.tag
+            late = None if k < free else self._too_late(k - free + self.slots, job)
+            if late is None:
+                kept.append(item)
             else:
-                held.append(item)
-                break
-        return jobs, held
+                msg = f"it would not finish within {self.timeout_s:g} s"
+                job.emit(Failed(overloaded(msg, late)))
+        if len(kept) < len(self.engine.waiting):
+            self.engine.waiting.clear()
+            self.engine.waiting.extend(kept)
 
-    def _admit(self, jobs: list[Job]) -> list[Job]:
-        ready = []
-        for job in jobs:
-            if job.cancelled.is_set():
-                continue
-            if not self.host.has(job.model):  # removed while the job waited
-                job.emit(Failed(model_not_found(job.model, self.host.models())))
-                continue
-            job.emit(Started())
-            ready.append(job)
-        return ready
+    def _step(self) -> None:
+        from tunesmith.serve.decoding import report
 
-    def _run_batch(self, jobs: list[Job]) -> None:
-        from tunesmith.serve.decoding import decode_batch
-
-        ready = self._admit(jobs)
-        if not ready:
-            return
-        self.metrics.batch(len(ready))
-        self.metrics.in_flight = len(ready)
-        self._running_since = start = time.monotonic()
+        forwards = self.engine.forwards
         try:
-            decode_batch(self.host, ready, self.eos)
-        except Exception as e:  # keep serving; the rows of this batch get a 500
+            updates = self.engine.step()
+        except Exception as e:  # keep serving; the rows in the engine get a 500
             traceback.print_exc()
-            for job in ready:
-                job.emit(Failed(internal(f"generation failed: {type(e).__name__}: {e}")))
-        finally:
+            for request in self.engine.abort():
+                error = internal(f"generation failed: {type(e).__name__}: {e}")
+                request.tag.emit(Failed(error))
             self.metrics.in_flight = 0
-            self._running_since = None
-            took = time.monotonic() - start
-            last = self.batch_seconds
-            self.batch_seconds = took if last is None else (1 - _EMA) * last + _EMA * took
+            return
+        if self.engine.forwards > forwards:
+            self.metrics.batch(self.engine.last_batch)
+        now = time.monotonic()
+        for update in updates:
+            job = report(update)
+            if update.first:
+                self._started[id(job)] = now
+            if update.done:
+                self._timed(now - self._started.pop(id(job), now))
+        self.metrics.in_flight = len(self.engine.rows)
+        if self.engine.idle:
+            self._started.clear()  # cancelled rows leave no update behind
+
+    def _timed(self, took: float) -> None:
+        last = self.batch_seconds
+        self.batch_seconds = took if last is None else (1 - _EMA) * last + _EMA * took

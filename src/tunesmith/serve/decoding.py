@@ -1,8 +1,7 @@
-"""One batch of jobs decoded together, token by token, with a shared KV cache.
+"""Serve's jobs on the decoding engine: a job is one engine request, its updates its events.
 
-Prompts are left-padded (:func:`tunesmith.data.completion_batches.left_pad`) so that every
-row's next token sits in the last column; position ids count only real tokens. Each step samples
-every live row, streams its new text, and drops finished rows from the batch and the cache.
+The worker (:mod:`tunesmith.serve.batching`) keeps one :class:`~tunesmith.decoding.Engine` for
+the server's life; :func:`decode_batch` runs a fixed list of jobs to the end on a fresh one.
 """
 
 from __future__ import annotations
@@ -11,86 +10,55 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.completion_batches import left_pad
+from tunesmith.decoding.engine import Engine, Request, Update
 from tunesmith.serve.host import ModelHost
-from tunesmith.serve.jobs import Delta, Done, Job
-from tunesmith.serve.sampling import TextStream
+from tunesmith.serve.jobs import Delta, Done, Job, Started
 
 
-class _Row:
-    def __init__(self, job: Job, host: ModelHost) -> None:
-        self.job = job
-        self.stream = TextStream(host.decode, job.stop)
-        self.count = 0
+def new_engine(host: ModelHost, eos: set[int], slots: int) -> Engine:
+    """An engine over ``host``: each row through its job's adapter. ``host.forward`` is looked
+    up at each call, so a wrapped forward (instrumentation) takes effect at once."""
 
-    def finish(self, reason: str) -> None:
-        tail = self.stream.flush()
-        if tail:
-            self.job.emit(Delta(tail))
-        self.job.emit(Done(reason, len(self.job.prompt_ids), self.count))
+    def forward(adapters: list[str | None], **inputs: Any) -> tuple[torch.Tensor, Any]:
+        return host.forward([a or host.base_name for a in adapters], **inputs)
 
-    def step(self, token: int, eos: set[int]) -> bool:
-        """Take the sampled token; True while the row goes on."""
-        self.count += 1
-        if token in eos:
-            self.finish("stop")
-            return False
-        delta = self.stream.push(token)
-        if delta:
-            self.job.emit(Delta(delta))
-        if self.stream.stopped:
-            self.finish("stop")
-            return False
-        if self.count >= self.job.max_tokens:
-            self.finish("length")
-            return False
-        return True
+    return Engine(forward, host.decode, eos, slots, host.device)
 
 
-def _select(cache: Any, keep: list[int]) -> Any:
-    index = torch.tensor(keep, dtype=torch.long)
-    cache.batch_select_indices(index)
-    return cache
+def job_request(job: Job) -> Request:
+    """The engine request of ``job``: its prompt, settings, seed, adapter and cancel flag."""
+    params = job.sampler.params(job.max_tokens, job.stop)
+    return Request(
+        job.prompt_ids,
+        params,
+        seed=job.sampler.seed,
+        adapter=job.model,
+        stream=True,
+        cancelled=job.cancelled.is_set,
+        tag=job,
+    )
+
+
+def report(update: Update) -> Job:
+    """Send ``update`` to its job (``Started`` before its first token); return the job."""
+    job: Job = update.row.request.tag
+    row = update.row
+    if update.first:
+        job.emit(Started())
+    if update.delta:
+        job.emit(Delta(update.delta))
+    if update.done:
+        job.emit(Done(row.finish_reason, len(job.prompt_ids), len(row.tokens)))
+    return job
 
 
 @torch.no_grad()
 def decode_batch(host: ModelHost, jobs: list[Job], eos: set[int]) -> int:
-    """Generate for every job until each stops; returns the decoding steps run."""
-    rows = [_Row(j, host) for j in jobs]
-    enc = left_pad([j.prompt_ids for j in jobs], host.tokenizer.pad_token_id)
-    mask = enc["attention_mask"].to(host.device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits, cache = host.forward(
-        [j.model for j in jobs],
-        input_ids=enc["input_ids"].to(host.device),
-        attention_mask=mask,
-        position_ids=pos,
-    )
-    steps = 0
-    while rows:
-        logits = logits.cpu()
-        keep, tokens = [], []
-        for b, row in enumerate(rows):
-            if row.job.cancelled.is_set():
-                continue
-            token = row.job.sampler(logits[b])
-            if row.step(token, eos):
-                keep.append(b)
-                tokens.append(token)
-        if not keep:
-            break
-        if len(keep) < len(rows):
-            cache = _select(cache, keep)
-            mask, pos = mask[keep], pos[keep]
-            rows = [rows[b] for b in keep]
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        pos = pos[:, -1:] + 1
-        logits, cache = host.forward(
-            [r.job.model for r in rows],
-            input_ids=torch.tensor(tokens, device=host.device)[:, None],
-            attention_mask=mask,
-            position_ids=pos,
-            cache=cache,
-        )
-        steps += 1
-    return steps
+    """Generate for every job until each stops (all in one batch); returns the decode steps."""
+    engine = new_engine(host, eos, max(1, len(jobs)))
+    for job in jobs:
+        engine.add(job_request(job))
+    while not engine.idle:
+        for update in engine.step():
+            report(update)
+    return engine.forwards

@@ -73,15 +73,11 @@ class Generator:
     async def __call__(
         self, request: Request, body: Awaitable[bytes], parse: Callable[[bytes], GenRequest]
     ) -> JSONResponse | StreamingResponse:
-        """Read and ``parse`` the body, queue the job, answer; the batcher counts the request as
-        arriving until it is queued (a forming batch waits for it)."""
-        self.batcher.arriving += 1
-        try:
-            req = parse(await body)
-            job = self._job(req)
-            self.batcher.submit(job)
-        finally:
-            self.batcher.arriving -= 1
+        """Read and ``parse`` the body, queue the job (it joins the running batch at the
+        worker's next step), answer."""
+        req = parse(await body)
+        job = self._job(req)
+        self.batcher.submit(job)
         deadline = job.created + self.limits.request_timeout_s
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, job))
         try:

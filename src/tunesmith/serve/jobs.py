@@ -16,7 +16,7 @@ from tunesmith.serve.sampling import RowSampler
 
 @dataclass(frozen=True)
 class Started:
-    """The job entered a batch (before its first token)."""
+    """The job took a row in the running batch (sent just before its first token)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Job:
 
 @dataclass
 class Control:
-    """A change to the model (add/remove an adapter) run by the worker between batches."""
+    """A change to the model (add/remove an adapter), run by the worker when no row decodes."""
 
     fn: Callable[[], Any]
     result: Future[Any] = field(default_factory=Future)

@@ -22,7 +22,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class Batching:
-    """Requests arriving within ``window_ms`` of the first one run as one batch."""
+    """``max_batch_size``: the engine's slots (rows decoding together; a new request joins
+    the running batch at the next step). ``window_ms`` is read only by the old windowed
+    batcher kept as the baseline in ``benchmarks/serve_throughput.py``."""
 
     window_ms: float = 10.0
     max_batch_size: int = 16
@@ -42,3 +44,5 @@ class ServeSettings:
     allow_control_tokens: bool = False
     limits: Limits = field(default_factory=Limits)
     batching: Batching = field(default_factory=Batching)
+    # Sentence encoders served at /v1/embeddings (serve/embeddings.py), by model id.
+    embedders: dict[str, Path] = field(default_factory=dict)
