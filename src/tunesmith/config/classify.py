@@ -7,15 +7,16 @@ classify reads, so a field it would ignore (``data.packing``, ``data.template``,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tunesmith.config.sections import (
     BaseRunConfig,
     BatchFields,
     CheckpointingFields,
     EvalFields,
+    FileSplitFields,
     LoraSection,
     ParallelFields,
     RunFields,
@@ -60,7 +61,7 @@ class ClassifyLoraSection(LoraSection):
     )
 
 
-class ClassifyDataSection(Section):
+class ClassifyDataSection(FileSplitFields):
     """Labelled text files and the held-out split (``data/split.py``'s one rule)."""
 
     train: list[str] = Field(
@@ -68,24 +69,7 @@ class ClassifyDataSection(Section):
         description="Labelled file(s): jsonl, json, csv, parquet or a `datasets` directory saved "
         "with save_to_disk; rows hold `classify.text_field` and `classify.label_field`.",
     )
-    validation: str | list[str] | None = Field(
-        None,
-        description="Held-out file(s). When absent, `val_fraction` of train is held out "
-        "with a fixed seed.",
-    )
     max_length: int = Field(512, ge=8, description="Tokens kept per text (longer ones are cut).")
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
-    )
-    max_val_examples: int | None = Field(
-        None, ge=1, description="At most this many held-out rows (a fixed-seed sample)."
-    )
-    seed: int = Field(1234, description="Seed of the held-out split.")
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _one_path_to_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class ClassifyTrainSection(EvalFields, ParallelFields, CheckpointingFields, BatchFields, RunFields):

@@ -5,15 +5,16 @@ ignore (``data.packing``, ``train.compile``...) is an error naming the field."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tunesmith.config.sections import (
     BaseRunConfig,
     BatchFields,
     CheckpointingFields,
     EvalFields,
+    FileSplitFields,
     LoraSection,
     ParallelFields,
     RunFields,
@@ -51,7 +52,7 @@ class EmbedLoraSection(LoraSection):
     )
 
 
-class EmbedDataSection(Section):
+class EmbedDataSection(FileSplitFields):
     """Query/passage pair files and the held-out split (``data/split.py``'s one rule)."""
 
     train: list[str] = Field(
@@ -59,24 +60,7 @@ class EmbedDataSection(Section):
         description="Pair file(s): jsonl, json, csv, parquet or a saved `datasets` directory; rows "
         "hold `embed.query_field`, `embed.positive_field` and optionally `embed.negative_field`.",
     )
-    validation: str | list[str] | None = Field(
-        None,
-        description="Held-out pair file(s). When absent, `val_fraction` of train is held out "
-        "with a fixed seed.",
-    )
     max_length: int = Field(128, ge=8, description="Tokens kept per text (longer ones are cut).")
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
-    )
-    max_val_examples: int | None = Field(
-        None, ge=1, description="At most this many held-out pairs (a fixed-seed sample)."
-    )
-    seed: int = Field(1234, description="Seed of the held-out split.")
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _one_path_to_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class EmbedTrainSection(EvalFields, ParallelFields, CheckpointingFields, BatchFields, RunFields):

@@ -236,6 +236,30 @@ class PromptDataSection(Section):
         return [value] if isinstance(value, str) else value
 
 
+class FileSplitFields(Section):
+    """The held-out split of a method that reads one record per row from files (classify,
+    embed): the class adds ``train`` (a list of files; one path is taken as a list) and its
+    ``max_length``; ``data/split.py`` applies the one held-out rule."""
+
+    validation: str | list[str] | None = Field(
+        None,
+        description="Held-out file(s). When absent, `val_fraction` of train is held out "
+        "with a fixed seed.",
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Held out of train when no validation is given."
+    )
+    max_val_examples: int | None = Field(
+        None, ge=1, description="At most this many held-out rows (a fixed-seed sample)."
+    )
+    seed: int = Field(1234, description="Seed of the held-out split.")
+
+    @field_validator("train", mode="before", check_fields=False)
+    @classmethod
+    def _one_path_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 AdapterType = Literal["lora", "rslora", "dora", "prefix", "prompt", "ia3", "full"]
 PROMPT_LEARNING: frozenset[str] = frozenset({"prefix", "prompt"})
 LORA_FAMILY: frozenset[str] = frozenset({"lora", "rslora", "dora"})

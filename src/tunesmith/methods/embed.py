@@ -53,7 +53,7 @@ from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
 from tunesmith.eval.retrieval import retrieval_metrics
 from tunesmith.losses.contrastive import multiple_negatives_ranking_loss, similarity_logits
-from tunesmith.models.adapters import check_rank, lora_targets, match_targets
+from tunesmith.models.adapters import check_rank, lora_config, lora_targets, match_targets
 from tunesmith.models.encoders import resolve_backbone
 from tunesmith.models.load import enable_activation_checkpointing, load_tokenizer
 from tunesmith.models.safe_weights import use_safetensors
@@ -95,21 +95,13 @@ def build_encoder(cfg: EmbedConfig, path: Path, device: torch.device) -> Any:
     if cfg.train.gradient_checkpointing:
         enable_activation_checkpointing(model)
     if cfg.embed.mode == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         spec = cfg.lora.target_modules
         targets = None if spec is None else lora_targets(spec)
         if targets is not None:
             check_rank(match_targets(model, targets, "lora.target_modules"), cfg.lora.r)
-        lora = LoraConfig(
-            task_type="FEATURE_EXTRACTION",
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=targets,
-            use_rslora=cfg.lora.use_rslora,
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(cfg.lora, "lora", targets, "FEATURE_EXTRACTION"))
     for name, p in model.named_parameters():
         if ".pooler." in f".{name}":  # BERT's [CLS] pooler: sentence pooling never reads it
             p.requires_grad = False  # (and DDP refuses parameters that get no gradient)
