@@ -15,8 +15,13 @@ through the real CLI in its own process, and differs from the baseline in one se
 - ``fp32``: no autocast;
 - ``grad-ckpt``: ``train.gradient_checkpointing: true`` (memory for recomputation);
 - ``threads-1`` vs the baseline's ``--threads`` (OpenMP/MKL threads of the process);
-- ``compile``: ``train.compile: true`` (torch.compile per decoder layer; the median excludes only
-  step 1, so later recompilations for new shapes count against it);
+- ``compile-dynamic`` / ``compile-static``: ``train.compile: dynamic`` (torch.compile per decoder
+  layer, one graph with symbolic shapes) and ``train.compile: static`` (``dynamic=False``: one
+  graph per packed bucket shape), both against the eager baseline and against each other; the
+  median excludes only step 1, so later compilations for new bucket shapes count against them
+  (``recompiles`` counts them, from ``TORCH_LOGS=recompiles`` in the run's log). Compiled
+  layers take the packed rows' dense block mask, the eager baseline per-segment attention
+  (``tunesmith.engine.trainable``), so the ratio to the baseline includes that difference;
 - ``full-fused`` / ``full-foreach``: full fine-tuning (every weight trains, so the optimizer
   step matters) with ``optim.implementation`` fused vs foreach; ``baseline/full-fused`` is the
   LoRA step against the full fine-tuning step on the same model and data (target <= 0.75).
@@ -66,7 +71,8 @@ VARIANTS: dict[str, tuple[str, str, int | None, dict[str, dict[str, Any]]]] = {
     "fp32": ("packed", "fp32", None, {}),
     "grad-ckpt": ("packed", "bf16", None, {"train": {"gradient_checkpointing": True}}),
     "threads-1": ("packed", "bf16", 1, {}),
-    "compile": ("packed", "bf16", None, {"train": {"compile": True}}),
+    "compile-dynamic": ("packed", "bf16", None, {"train": {"compile": "dynamic"}}),
+    "compile-static": ("packed", "bf16", None, {"train": {"compile": "static"}}),
     "full-fused": (
         "packed",
         "bf16",
@@ -121,7 +127,10 @@ def run_variant(args: argparse.Namespace, data: dict[str, Any], name: str, work:
     log = work / f"{name}.log"
     print(f"[levers] {name} ...", flush=True)
     cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(path)]
-    child = run_child(cmd, log, child_env(threads or args.threads), watch=run_dir / "metrics.jsonl")
+    env = child_env(threads or args.threads)
+    if name.startswith("compile"):
+        env["TORCH_LOGS"] = "recompiles"  # each recompilation is logged: counted below
+    child = run_child(cmd, log, env, watch=run_dir / "metrics.jsonl")
     if child.rc != 0:
         raise RuntimeError(f"{name} failed (exit {child.rc}); see {log}")
     steps = read_steps(run_dir / "metrics.jsonl")
@@ -136,6 +145,7 @@ def run_variant(args: argparse.Namespace, data: dict[str, Any], name: str, work:
         "assistant_tokens_per_s": s["assistant_tokens_per_s"],
         "peak_rss_bytes": child.peak_rss_bytes,
         "step1_loss": s["losses"][0],
+        "recompiles": _recompiles(log) if name.startswith("compile") else None,
         "load_before": child.load_before,
         "load_after": child.load_after,
     }
@@ -146,6 +156,12 @@ def run_variant(args: argparse.Namespace, data: dict[str, Any], name: str, work:
         flush=True,
     )
     return result
+
+
+def _recompiles(log: Path) -> int:
+    """How many recompilations dynamo logged in a run's output (``TORCH_LOGS=recompiles``)."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return text.count("Recompiling function")
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -165,6 +181,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             out[f"{name}/baseline"] = ratio(name, "baseline")
     if "full-fused" in results and "full-foreach" in results:
         out["full-fused/full-foreach"] = ratio("full-fused", "full-foreach")
+    if "compile-static" in results and "compile-dynamic" in results:
+        out["compile-static/compile-dynamic"] = ratio("compile-static", "compile-dynamic")
     if "full-fused" in results and "baseline" in results:
         out["baseline/full-fused"] = ratio("baseline", "full-fused")  # LoRA step vs full step
     return out

@@ -17,6 +17,12 @@ For each: held-out score (greedy), bytes of the weight files, and greedy generat
 
     python benchmarks/qat_vs_ptq.py --steps 150 --weights int4 --examples 100
 
+The shortened run docs/compress.md quotes (a shared 2-core machine, 28 minutes)::
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/qat_vs_ptq.py --steps 12 --weights int4 \\
+        --examples 30 --set data.max_length=128 train.micro_batch_size=8 train.grad_accum=1 \\
+        optim.lr=1e-4
+
 A smoke run on a tiny model (seconds)::
 
     python benchmarks/qat_vs_ptq.py --model DIR --steps 2 --examples 4 --out /tmp/q.json
@@ -38,14 +44,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _machine import machine_info  # noqa: E402
+from _machine import load_average, machine_info  # noqa: E402
 
 RECIPE = ROOT / "configs" / "smollm2-135m-instruct" / "sft_full.yaml"
 TEST_FILE = ROOT / "data" / "demo" / "test.jsonl"
 RESULTS = HERE / "results" / "qat_vs_ptq.json"
 
 
-def train_run(model: str, out: Path, name: str, steps: int, qat: str | None) -> Path:
+def train_run(
+    model: str, out: Path, name: str, steps: int, qat: str | None, extra: list[str]
+) -> Path:
     from tunesmith.cli import main
 
     args = [
@@ -57,6 +65,7 @@ def train_run(model: str, out: Path, name: str, steps: int, qat: str | None) -> 
         f"train.run_name={name}",
         f"train.max_steps={steps}",
         "train.save_every=100000",
+        *extra,
     ]
     if qat is not None:
         args.append(f"train.qat.weights={qat}")
@@ -114,7 +123,15 @@ def main() -> int:
     p.add_argument("--weights", choices=["int4", "int8"], default="int4")
     p.add_argument("--examples", type=int, default=100, help="held-out examples scored")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe overrides applied to both runs alike (e.g. data.max_length=128)",
+    )
     args = p.parse_args()
+    load_start = load_average()
 
     from transformers import AutoModelForCausalLM, TorchAoConfig
 
@@ -131,7 +148,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qat-vs-ptq-") as tmp:
         for name, qat in (("float", None), ("qat", args.weights)):
             t0 = time.perf_counter()
-            train_run(args.model, Path(tmp), name, args.steps, qat)
+            train_run(args.model, Path(tmp), name, args.steps, qat, args.set)
             walls[f"train_{name}_seconds"] = round(time.perf_counter() - t0, 1)
         final = Path(tmp) / "float" / "final"
         tokenizer = load_tokenizer(final)
@@ -148,11 +165,15 @@ def main() -> int:
         "task": "demo: profile extraction as one line of JSON (strict exact match, greedy)",
         "model": args.model,
         "steps": args.steps,
+        "recipe": str(RECIPE.relative_to(ROOT)),
+        "overrides": args.set,
         "weights": args.weights,
         "activations": "int8 dynamic per token",
         "held_out_examples": len(examples),
         "rows": rows,
         "wall": walls,
+        "load_average_start_end": [load_start, load_average()],
+        "timing_note": "tokens/s measured on a shared 2-core machine (see load averages)",
         "machine": machine_info(),
         "command": "python benchmarks/qat_vs_ptq.py " + " ".join(sys.argv[1:]),
     }

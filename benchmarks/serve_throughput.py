@@ -14,8 +14,16 @@ an int8 server (dynamic quantization of every base linear layer) runs the larges
 its quality is checked against fp32: identical greedy replies, the common prefix of the
 replies, and next-token logits on every prompt (max |diff|, top-1 agreement).
 
+``--client-process`` runs the clients in a process of their own, so that their Python (the
+``openai`` client, JSON, httpx) does not share the server's GIL: the server's cost alone, as
+with real remote clients. ``--literal`` adds the issue's own comparison: continuous batching
+with the server's default slots (``Batching().max_batch_size``) against the windowed batcher at
+its old default of 8 rows per window ("today's serve"), at every level.
+
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/serve_throughput.py [--requests 64]
-[--max-tokens 48] [--levels 16,32] [--out benchmarks/results/serve_throughput.json]``
+[--max-tokens 48] [--levels 16,32] [--out benchmarks/results/serve_throughput.json]``. On a
+shared machine run it with ``nice -n 5``; the results file records ``os.getloadavg()`` before
+and after.
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from _machine import load_average, machine_info
 from tunesmith.serve.server import ServerThread, build
 from tunesmith.serve.settings import Batching, Limits, ServeSettings
 
-MODEL = "smollm2-135m-instruct"
+# SERVE_BENCH_MODEL: another model (a tiny test model dir proves the harness in seconds)
+MODEL = os.environ.get("SERVE_BENCH_MODEL", "smollm2-135m-instruct")
+OLD_WINDOW_ROWS = 8  # the windowed batcher's default max_batch_size before continuous batching
 TOPICS = (
     "the sea", "a mountain", "a robot", "the moon", "a library", "a garden", "winter", "a train",
     "a cat", "the desert", "a violin", "a lighthouse", "rain", "a market", "a bridge", "a forest",
@@ -103,6 +113,15 @@ def run_load(url: str, texts: list[str], clients: int, max_tokens: int) -> dict[
     }
 
 
+def run_load_elsewhere(url: str, texts: list[str], clients: int, max_tokens: int) -> Any:
+    """:func:`run_load` in a fresh process (spawned: no copy of the server's threads)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_load, url, texts, clients, max_tokens).result()
+
+
 def settings(quantize: str, max_batch: int, window_ms: float) -> ServeSettings:
     return ServeSettings(
         base=MODEL,
@@ -114,7 +133,12 @@ def settings(quantize: str, max_batch: int, window_ms: float) -> ServeSettings:
 
 
 def serve_runs(
-    s: ServeSettings, texts: list[str], levels: list[int], max_tokens: int, windowed: bool = False
+    s: ServeSettings,
+    texts: list[str],
+    levels: list[int],
+    max_tokens: int,
+    windowed: bool = False,
+    elsewhere: bool = False,
 ) -> tuple[list[dict[str, Any]], Any]:
     server = build(s)
     if windowed:  # yesterday's worker in place of the engine's (the handlers are the same)
@@ -128,7 +152,8 @@ def serve_runs(
         run_load(thread.url, texts[:2], 1, 4)  # warm-up
         for clients in levels:
             before = server.metrics.snapshot()
-            row = run_load(thread.url, texts, clients, max_tokens)
+            load = run_load_elsewhere if elsewhere else run_load
+            row = load(thread.url, texts, clients, max_tokens)
             after = server.metrics.snapshot()
             row["batches"] = after["batches"] - before["batches"]
             rows = after["mean_batch_size"] * after["batches"]
@@ -201,6 +226,22 @@ def _int8_quality(fp32: dict[str, Any], int8: dict[str, Any], hosts: tuple[Any, 
     return quality
 
 
+def literal_rows(run: Any, levels: list[int], window_ms: float) -> dict[str, Any]:
+    """The issue's comparison: the server as shipped now (default slots) against "today's
+    serve" of the issue (the windowed batcher, at most 8 rows per window)."""
+    slots = Batching().max_batch_size
+    new, _ = run("none", slots, window_ms, levels)
+    old, _ = run("none", OLD_WINDOW_ROWS, window_ms, levels, old=True)
+    strip = [{k: v for k, v in r.items() if k != "replies"} for r in (*new, *old)]
+    return {
+        "continuous_slots": slots,
+        "windowed_rows": OLD_WINDOW_ROWS,
+        "continuous": strip[: len(new)],
+        "windowed": strip[len(new) :],
+        "continuous_vs_windowed": _ratios(new, old),
+    }
+
+
 TEXTS_FOR_LOGITS: list[str] = []
 
 
@@ -212,6 +253,14 @@ def main() -> int:
     ap.add_argument("--slots", type=int, default=32, help="rows decoding together (both)")
     ap.add_argument("--levels", default="16,32")
     ap.add_argument("--skip", default="", help="comma list of: one_by_one, int8")
+    ap.add_argument(
+        "--client-process", action="store_true", help="clients in their own process (no GIL)"
+    )
+    ap.add_argument(
+        "--literal",
+        action="store_true",
+        help="also: default slots vs the windowed batcher at its old 8 rows",
+    )
     ap.add_argument("--out", default="benchmarks/results/serve_throughput.json")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -222,7 +271,8 @@ def main() -> int:
     load_before = load_average()
 
     def run(quantize: str, slots: int, window: float, at: list[int], old: bool = False) -> Any:
-        return serve_runs(settings(quantize, slots, window), texts, at, args.max_tokens, old)
+        s = settings(quantize, slots, window)
+        return serve_runs(s, texts, at, args.max_tokens, old, args.client_process)
 
     continuous, fp32_host = run("none", args.slots, args.window_ms, levels)
     windowed, _ = run("none", args.slots, args.window_ms, levels, old=True)
@@ -235,6 +285,8 @@ def main() -> int:
         "continuous_vs_windowed": _ratios(continuous, windowed),
         "continuous_equals_windowed_fraction": _fraction_equal(continuous, windowed),
     }
+    if args.literal:
+        result["literal"] = literal_rows(run, levels, args.window_ms)
     if "one_by_one" not in skip:
         serial, _ = run("none", 1, 0.0, levels[-1:])
         result["one_by_one"] = [{k: v for k, v in r.items() if k != "replies"} for r in serial]

@@ -126,7 +126,10 @@ def test_resume_without_a_checkpoint_is_refused(
     assert "holds no checkpoint to continue from" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("parallel", "mode", "accum"), [("ddp", "lora", 2), ("fsdp", "full", 1)])
+@pytest.mark.parametrize(
+    ("parallel", "mode", "accum"),
+    [("ddp", "lora", 2), ("fsdp", "full", 1), ("ddp", "top_k", 1)],  # top_k: on cached states
+)
 def test_two_processes_match_one_with_the_same_global_batch(
     tmp_path: Path, tiny_bert_no_dropout: Path, parallel: str, mode: str, accum: int
 ) -> None:
@@ -141,6 +144,8 @@ def test_two_processes_match_one_with_the_same_global_batch(
     assert one.returncode == 0, one.stderr[-2000:]
     two = train_subprocess(cfg, "train.micro_batch_size=2", "train.run_name=two", nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
+    cached = "classify top_k: frozen features of"
+    assert (cached in one.stdout and cached in two.stdout) == (mode == "top_k")
     runs = tmp_path / "runs"
     a, b = train_records(runs / "one"), train_records(runs / "two")
     assert len(a) == len(b) == 4

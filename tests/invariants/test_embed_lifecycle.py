@@ -54,3 +54,34 @@ def test_killed_embed_run_resumes_on_the_same_trajectory(tmp_path: Path, tiny_be
         assert wa.keys() == wb.keys()
         for key in wa:
             assert torch.allclose(wa[key], wb[key], atol=1e-6, rtol=0), key
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    """Embeddings gathered across ranks: two processes at micro-batch 2 see the same in-batch
+    and (mined, gathered) hard negatives as one process at 4, so losses and weights agree."""
+    bert = make_tiny_bert(tmp_path / "bert", dropout=0.0)  # masks would differ by process
+    cfg = embed_config(
+        tmp_path, bert, embed={"hard_negatives": "mined"}, train={"max_steps": 3, "eval_every": 3}
+    )
+    one = train_subprocess(cfg, "train.micro_batch_size=4", "train.run_name=one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = train_subprocess(cfg, "train.micro_batch_size=2", "train.run_name=two", nproc=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    runs = tmp_path / "runs"
+    rows = {n: [json.loads(x) for x in (runs / n / "metrics.jsonl").read_text().splitlines()]
+            for n in ("one", "two")}  # fmt: skip
+    a, b = ([r for r in rows[n] if r["split"] == "train"] for n in ("one", "two"))
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["examples"] == rb["examples"] == 4
+        assert abs(ra["loss"] - rb["loss"]) < 1e-4
+        assert abs(ra["in_batch_accuracy"] - rb["in_batch_accuracy"]) < 1e-6
+        assert abs(ra["grad_norm"] - rb["grad_norm"]) < 1e-4 * ra["grad_norm"]
+    wa = load_file(str(runs / "one" / "final" / "model.safetensors"))
+    wb = load_file(str(runs / "two" / "final" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-4, rtol=0), key
+    assert val_records(runs / "one")[-1]["ndcg@10"] == pytest.approx(
+        val_records(runs / "two")[-1]["ndcg@10"], abs=1e-4
+    )

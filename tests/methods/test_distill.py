@@ -81,6 +81,14 @@ def test_off_policy_distillation_lowers_the_held_out_kl(
     assert (run / "final" / "adapter_model.safetensors").is_file()
     env = json.loads((run / "env.json").read_text())
     assert env["teacher"] == str(teacher_run)
+    # lineage: the student's weights and the teacher's final/ by hash, the teacher's node a parent
+    node = json.loads((run / "lineage.json").read_text())
+    roles = {i["role"]: i["path"] for i in node["inputs"]}
+    assert roles["teacher"].startswith(str(teacher_run / "final"))
+    assert roles["base_model"].startswith(str(tiny_llama))
+    assert [(p["kind"], p["path"]) for p in node["parents"]] == [
+        ("final", str(teacher_run / "final"))
+    ]
 
 
 def test_on_policy_jsd_samples_from_a_student_given_as_an_adapter_run(
@@ -104,6 +112,10 @@ def test_on_policy_jsd_samples_from_a_student_given_as_an_adapter_run(
     # the student begins as the teacher: its divergence starts at zero
     assert steps[0]["div"] == pytest.approx(0.0, abs=1e-5)
     assert (run / "final" / "model.safetensors").is_file()
+    # lineage: the student (the teacher run's final/) is a parent too, recorded once
+    node = json.loads((run / "lineage.json").read_text())
+    assert {i["role"] for i in node["inputs"]} >= {"base_model", "teacher"}
+    assert [p["path"] for p in node["parents"]] == [str(teacher_run / "final")]
 
 
 def _other_tokenizer_model(root: Path) -> Path:

@@ -147,3 +147,59 @@ def test_an_unknown_space_key_names_the_nearest_valid_one(
     assert main(argv) == 2
     assert "lora.r=-1 is refused" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_two_jobs_share_the_study_and_run_each_trial_once(tmp_path: Path, tiny_llama: Path) -> None:
+    """--jobs 2: two worker processes on one SQLite study; exactly --trials trials, each with
+    its own run dir trained once (a trial claimed by both workers would train its dir twice)."""
+    cfg, space = _setup(tmp_path, tiny_llama, "optim.lr: {log_uniform: [1.0e-3, 5.0e-2]}\n",
+                        max_steps=2, eval_every=2)  # fmt: skip
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(cfg), "--space", str(space), "--trials", "3", "--jobs", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    trials = _study(out).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)  # pruned: at step 2
+    assert len({t.params["optim.lr"] for t in trials}) == 3  # the workers proposed apart
+    for t in trials:
+        run = out / "trials" / f"trial-{t.number:04d}"
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        assert sum('"split": "train"' in x for x in lines) == 2  # 2 steps, logged once
+        if t.state.name == "COMPLETE":
+            assert t.value == held_out_loss(run)
+    assert sorted(p.name for p in (out / "trials").iterdir()) == [
+        f"trial-{n:04d}" for n in range(3)
+    ]
+
+
+def test_an_eval_suite_metric_is_the_objective_in_the_direction_asked(
+    tmp_path: Path, tiny_llama: Path
+) -> None:
+    """--objective SUITE.yaml:task/metric --direction maximize: each trial's value is the suite's
+    metric on its final/ model, and the best trial is the one with the largest."""
+    from tunesmith.eval.runner import evaluate_suite
+
+    cfg, space = _setup(tmp_path, tiny_llama, "optim.lr: {log_uniform: [1.0e-3, 5.0e-2]}\n",
+                        max_steps=2, eval_every=2)  # fmt: skip
+    held_out = write_chat_data(tmp_path / "held.jsonl", n=6, seed=5)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "tiny", "tasks": [
+        {"name": "lm", "type": "loss", "data": str(held_out)},
+    ]}))  # fmt: skip
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(cfg), "--space", str(space), "--trials", "3", "--out", str(out)]
+    objective = ["--objective", f"{suite}:lm/loss", "--direction", "maximize"]
+    assert main([*argv, *objective]) == 0
+    study = _study(out)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # loss alone would minimise
+    values = {}
+    for t in study.trials:
+        if t.state.name == "PRUNED":  # by its held-out loss, before the suite ran
+            continue
+        run = out / "trials" / f"trial-{t.number:04d}"
+        summary = evaluate_suite(str(run), str(suite), progress=False)["summary"]
+        assert t.value == pytest.approx(summary["lm/loss"], rel=1e-6)
+        values[t.number] = t.value
+    assert len(set(values.values())) == len(values) >= 2
+    assert study.best_trial.number == max(values, key=values.__getitem__)
+    assert load_config(out / "best.yaml").optim.lr == study.best_params["optim.lr"]

@@ -20,7 +20,7 @@ from tunesmith.cli import COMMAND_GROUPS, build_parser, main, recipes_dir
 COMMANDS = {
     "train", "validate", "explain", "doctor", "ls", "prep", "models", "generate", "chat", "eval",
     "compare", "merge", "average", "export", "score", "serve", "report", "plan", "prune", "probe",
-    "sweep", "lineage",
+    "sweep", "lineage", "board", "guide",
 }  # fmt: skip
 
 HEAVY = ("torch", "transformers", "peft")

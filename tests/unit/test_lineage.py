@@ -1,5 +1,5 @@
-"""Lineage through the real CLI: raw data -> prep -> train -> final -> merge, and --verify naming
-each recorded file that changed or went missing."""
+"""Lineage through the real CLI: raw data -> prep -> train -> final -> merge -> GGUF export, and
+--verify naming each recorded file that changed or went missing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tunesmith.engine.lineage_verify import chain, load_node
 
 @pytest.fixture(scope="module")
 def merged_chain(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> dict[str, Path]:
-    """prep on a raw file, a LoRA run on its train split, and the merged model."""
+    """prep on a raw file, a LoRA run on its train split, the merged model and its GGUF."""
     tmp = tmp_path_factory.mktemp("lineage")
     raw = write_chat_data(tmp / "raw.jsonl", n=48)
     prepared = tmp / "prepared"
@@ -26,7 +26,10 @@ def merged_chain(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> 
     cfg = write_config(tmp, tiny_llama, prepared / "train.jsonl", train={"max_steps": 2})
     run = train(cfg)
     assert main(["merge", str(run), "--prompts", "1"]) == 0
-    return {"raw": raw, "prepared": prepared, "run": run, "merged": run / "merged"}
+    gguf = tmp / "gguf"
+    assert main(["export", str(run / "merged"), "--format", "gguf", "--quant", "f16",
+                 "--out", str(gguf), "--device", "cpu", "--prompts", "1"]) == 0  # fmt: skip
+    return {"raw": raw, "prepared": prepared, "run": run, "merged": run / "merged", "gguf": gguf}
 
 
 def test_every_artefact_records_its_inputs_and_the_chain_reaches_raw_data(
@@ -49,36 +52,72 @@ def test_every_artefact_records_its_inputs_and_the_chain_reaches_raw_data(
 
     kinds = [n["kind"] for n in chain(load_node(merged_chain["merged"]))]
     assert kinds == ["prep", "train", "final", "merge"]
-    assert main(["lineage", str(merged_chain["merged"])]) == 0
+
+    exported = load_node(merged_chain["gguf"])
+    kinds = [n["kind"] for n in chain(exported)]
+    assert kinds == ["prep", "train", "final", "merge", "export-gguf-f16"]
+    gguf_file = merged_chain["gguf"] / "model-f16.gguf"
+    made = {o["path"]: o["sha256"] for o in exported["outputs"]}
+    assert made == {
+        "model-f16.gguf": lineage.sha256_file(gguf_file),
+        "Modelfile": lineage.sha256_file(merged_chain["gguf"] / "Modelfile"),
+    }
+    assert {i["role"] for i in exported["inputs"]} == {"model"}
+    assert main(["lineage", str(merged_chain["gguf"])]) == 0
     printed = capsys.readouterr().out
-    order = [printed.index(f"{k}  ") for k in ("prep", "train", "final", "merge")]
+    stages = ("prep", "train", "final", "merge", "export-gguf-f16")
+    order = [printed.index(f"{k}  ") for k in stages]
     assert order == sorted(order) and str(merged_chain["raw"]) in printed
 
 
-def test_verify_names_the_training_file_that_changed_by_one_byte(
-    merged_chain: dict[str, Path], capsys: pytest.CaptureFixture[str]
+def _flip_byte(path: Path, at: int = 10) -> bytes:
+    """Flip one bit of one byte of ``path``; returns the original bytes."""
+    original = path.read_bytes()
+    changed = bytearray(original)
+    changed[at] ^= 1
+    path.write_bytes(bytes(changed))
+    return original
+
+
+def _flagged(out: str) -> list[list[str]]:
+    findings = out.split("\nverify:", 1)[1].splitlines()[1:]
+    return [line.split()[:2] for line in findings]
+
+
+@pytest.mark.parametrize("artefact", ["merged", "gguf"])
+def test_verify_names_the_prep_output_that_changed_by_one_byte(
+    merged_chain: dict[str, Path], capsys: pytest.CaptureFixture[str], artefact: str
 ) -> None:
-    merged = str(merged_chain["merged"])
-    assert main(["lineage", merged, "--verify"]) == 0
+    """prep's train.jsonl (a prep output, the run's input) changed, the raw file moved away:
+    --verify on the merged model and on the exported GGUF names both, and nothing else."""
+    target = str(merged_chain[artefact])
+    assert main(["lineage", target, "--verify"]) == 0
     assert " 0 differ" in capsys.readouterr().out
 
     train_file = merged_chain["prepared"] / "train.jsonl"
-    original = train_file.read_bytes()
+    original = _flip_byte(train_file)
     try:
-        changed = bytearray(original)
-        changed[10] ^= 1  # one bit of one byte
-        train_file.write_bytes(bytes(changed))
         merged_chain["raw"].rename(merged_chain["raw"].with_suffix(".moved"))
-        assert main(["lineage", merged, "--verify"]) == 1
-        out = capsys.readouterr().out
-        findings = out.split("\nverify:", 1)[1].splitlines()[1:]
-        flagged = [line.split()[:2] for line in findings]
+        assert main(["lineage", target, "--verify"]) == 1
+        flagged = _flagged(capsys.readouterr().out)
         assert ["CHANGED", str(train_file)] in flagged
         assert ["MISSING", str(merged_chain["raw"])] in flagged
         assert len(flagged) == 2  # nothing else is named
     finally:
         train_file.write_bytes(original)
         merged_chain["raw"].with_suffix(".moved").rename(merged_chain["raw"])
+
+
+def test_verify_names_the_exported_gguf_that_changed(
+    merged_chain: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gguf_file = merged_chain["gguf"] / "model-f16.gguf"
+    original = _flip_byte(gguf_file, at=gguf_file.stat().st_size - 3)  # a weight byte
+    try:
+        assert main(["lineage", str(merged_chain["gguf"]), "--verify"]) == 1
+        assert _flagged(capsys.readouterr().out) == [["CHANGED", str(gguf_file)]]
+    finally:
+        gguf_file.write_bytes(original)
 
 
 def test_model_hashes_are_cached_by_path_size_and_mtime(

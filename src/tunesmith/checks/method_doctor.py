@@ -12,6 +12,8 @@ classify     labelled texts              :func:`tunesmith.checks.labels.prefligh
              (``read_labelled``)
 distill      SFT examples                SFT's :func:`tunesmith.checks.preflight.cheap_checks`
              (``prepare_data``)          + teacher/student tokenizer
+embed        query/passage pairs         :func:`tunesmith.checks.embed.preflight_retrieval`
+             (``split_pairs``)
 ===========  ==========================  ================================================
 """
 
@@ -154,6 +156,21 @@ def diagnose_examples(cfg: Any, model_path: Path, tokenizer: Any, n: int) -> Fou
     return Found([shared, *cheap_checks(cfg, tokenizer, data)], examples, line)
 
 
+# ----------------------------------------------------------------------------- retrieval pairs
+
+
+def diagnose_retrieval(cfg: Any, model_path: Path, tokenizer: Any, n: int) -> Found:
+    """Retrieval pairs (embed), split as the method splits them; batch = one process's."""
+    from tunesmith.checks.embed import preflight_retrieval, render_pairs
+    from tunesmith.data.retrieval_pairs import split_pairs
+
+    e = cfg.embed
+    train, held = split_pairs(cfg.data, e.query_field, e.positive_field, e.negative_field)
+    checks = preflight_retrieval(train, held, tokenizer, cfg)
+    line = f"{len(train)} train / {len(held)} held-out query/passage pairs"
+    return Found(checks, render_pairs(train, tokenizer, cfg.data.max_length, n), line)
+
+
 DIAGNOSE: dict[str, Callable[[Any, Path, Any, int], Found]] = {
     "dpo": diagnose_pairs,
     "reward": diagnose_pairs,
@@ -161,6 +178,7 @@ DIAGNOSE: dict[str, Callable[[Any, Path, Any, int], Found]] = {
     "ppo": diagnose_prompts,
     "classify": diagnose_labels,
     "distill": diagnose_examples,
+    "embed": diagnose_retrieval,
 }
 
 

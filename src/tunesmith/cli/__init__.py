@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import tunesmith
+from tunesmith.cli import board as board_commands
 from tunesmith.cli import compress as compress_commands
 from tunesmith.cli import eval as eval_commands
 from tunesmith.cli import generate, merge, models, plan, prep, report, score, serve, train
+from tunesmith.cli import guide as guide_commands
 from tunesmith.cli import lineage as lineage_commands
 from tunesmith.cli import probe as probe_commands
 from tunesmith.cli import sweep as sweep_commands
@@ -26,7 +28,8 @@ __all__ = ["build_parser", "main", "recipes_dir", "run"]
 
 COMMAND_GROUPS = (
     train, prep, models, generate, eval_commands, merge, score, serve, report, plan,
-    compress_commands, probe_commands, sweep_commands, lineage_commands,
+    compress_commands, probe_commands, sweep_commands, lineage_commands, board_commands,
+    guide_commands,
 )  # fmt: skip
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft")

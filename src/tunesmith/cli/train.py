@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue even if a data file's hash differs from env.json's",
+    )
+    p.add_argument(
         "--skip-preflight", action="store_true", help="train even if a pre-flight check FAILs"
     )
     p.set_defaults(func=cmd_train)
@@ -51,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """:func:`tunesmith.api.train`; print its result."""
     from tunesmith.api import train
 
-    run = train(args.config, list(args.overrides), resume=args.resume,
+    overrides = [*args.overrides, *(["train.allow_data_change=true"] * args.allow_data_change)]
+    run = train(args.config, overrides, resume=args.resume,
                 skip_preflight=args.skip_preflight)  # fmt: skip
     print(json.dumps(run.summary, indent=2, default=str))
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from tunesmith.compress.gguf_writer import check_supported, write_gguf
+from tunesmith.engine.lineage import record_merge
 from tunesmith.merge.common import (
     base_model_path,
     fp32_device,
@@ -125,6 +126,11 @@ def export_gguf(
     try:
         size = write_gguf(model.cpu(), tokenizer, tokenizer_dir, quant, tmp / name)
         (tmp / "Modelfile").write_text(modelfile(name, tokenizer))
+        # lineage.json: the GGUF and Modelfile by hash; parent = the merged model / run read.
+        sources: dict[str, list[str | Path]] = {"model": [weights]}
+        if is_adapter(weights):
+            sources = {"adapter": [weights], "base_model": [base_model_path(weights)]}
+        record_merge(tmp, target, f"export-gguf-{quant}", sources)
         del model
         report = {
             "kind": f"export-gguf-{quant}",

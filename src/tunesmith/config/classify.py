@@ -37,18 +37,21 @@ class ClassifySection(Section):
     eval_batch_size: int = Field(32, ge=1, description="Held-out examples per forward (per rank).")
     cache_features: Literal["none", "memory", "disk"] = Field(
         "memory",
-        description="mode head: run the frozen backbone once over every example and train the head "
-        "on the kept features (memory; disk: also under train.output_dir/.feature_cache, keyed "
-        "by a content hash of data, model and max_length, reused by later runs); none: the "
-        "backbone runs every step (its dropout active). Heads other than one linear layer run "
+        description="modes head and top_k: run the frozen part once over every example (head: "
+        "the whole backbone; top_k: the embeddings and the layers below the top `top_k_layers`) "
+        "and train on what it gives (memory; disk: also under train.output_dir/.feature_cache, "
+        "keyed by a content hash of data, model and max_length, reused by later runs); none: "
+        "the backbone runs every step (its dropout active). Heads other than one linear layer, "
+        "and top_k on layouts other than BERT-style encoders and Llama-style decoders, run "
         "uncached.",
     )
 
     @model_validator(mode="after")
-    def _cache_is_head_only(self) -> ClassifySection:
-        if "cache_features" in self.model_fields_set and self.mode != "head":
+    def _cache_is_for_frozen_parts(self) -> ClassifySection:
+        if "cache_features" in self.model_fields_set and self.mode not in ("head", "top_k"):
             raise ValueError(
-                f"classify.cache_features is read by classify.mode=head only (got {self.mode})"
+                f"classify.cache_features is read by classify.mode=head or top_k only "
+                f"(got {self.mode})"
             )
         return self
 

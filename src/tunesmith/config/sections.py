@@ -357,6 +357,12 @@ class RunFields(Section):
     keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     log_every: int = Field(1, ge=1)
     resume: bool = Field(False, description="Continue from the latest checkpoint of the run dir.")
+    allow_data_change: bool = Field(
+        False,
+        description="With resume: continue even though a data file differs from (or is missing "
+        "since) the content hash env.json recorded when the run started; the resumed run then no "
+        "longer continues the same trajectory.",
+    )
 
 
 class EvalFields(Section):
@@ -422,11 +428,12 @@ class TrainSection(
 ):
     """SFT's train section: every group, and regional compilation."""
 
-    compile: bool = Field(
+    compile: bool | Literal["static", "dynamic"] = Field(
         False,
-        description="torch.compile each decoder layer (regional compilation, dynamic shapes). "
-        "Off by default: on CPU with packed rows it was x1.33 slower over 5 steps "
-        "(recompiles for new shapes; benchmarks/levers.py).",
+        description="torch.compile each decoder layer (regional compilation). true or dynamic: "
+        "one graph with symbolic shapes; static: one graph per packed bucket width "
+        "(dynamic=False). Off by default: on CPU with packed rows it was x1.33 slower over 5 "
+        "steps (recompiles for new shapes; benchmarks/levers.py).",
     )
 
 

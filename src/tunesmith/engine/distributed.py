@@ -64,6 +64,24 @@ def all_reduce_sum(value: float, info: DistInfo, device: torch.device) -> float:
     return float(t.item())
 
 
+def all_gather_rows(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows of ``x`` (``[n_r, ...]``, ``n_r`` may differ by rank) concatenated in
+    rank order, with gradients: ``torch.distributed.nn.functional.all_gather``, whose backward
+    hands each rank the gradient of its own rows summed over every rank's loss. Used where a
+    loss needs the whole global batch (contrastive in-batch negatives)."""
+    if not info.enabled:
+        return x
+    import torch.distributed.nn.functional as dist_nn
+
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(info.world)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device))
+    counts = [int(n) for n in sizes]
+    pad = max(counts) - x.shape[0]  # the collective needs one shape on every rank
+    padded = torch.cat([x, x.new_zeros(pad, *x.shape[1:])]) if pad else x
+    parts = dist_nn.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)])
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -28,11 +28,14 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     (variable-length attention), which transformers reads only from a single row, so the packed
     rows are laid end to end as one row [1, B*T] (:func:`tunesmith.data.packing.flatten_rows`;
     :func:`restore_rows` gives the outputs back their [B, T] shape) and the mask is left out.
-    Models mixing full and sliding-window layers get one mask per layer type.
+    Models mixing full and sliding-window layers get one mask per layer type. No KV cache is
+    built (``use_cache=False``): a training or scoring forward never decodes on from it, and a
+    cache would make ``torch.compile`` guard on each layer's cache state (one graph per layer).
     """
     kwargs: dict[str, Any] = {
         "input_ids": batch["input_ids"],
         "attention_mask": batch["attention_mask"],
+        "use_cache": False,
     }
     if "position_ids" in batch:
         kwargs["position_ids"] = batch["position_ids"]

@@ -231,12 +231,17 @@ def data_parents(inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return parents
 
 
-def model_inputs(model_dir: str | Path | None) -> tuple[list[dict], list[dict]]:
-    """A base model's files by hash (cached) and, when it is itself a tunesmith artefact (a
-    run's ``final/``, a merge), that artefact's node as a parent."""
+def model_inputs(
+    model_dir: str | Path | None, role: str = "base_model"
+) -> tuple[list[dict], list[dict]]:
+    """A model's files by hash (cached) and, when it is itself a tunesmith artefact (a run's
+    ``final/``, a merge), that artefact's node as a parent. A run dir stands for its
+    ``final/`` (hashing the whole run dir would hash its checkpoints)."""
     if model_dir is None or not Path(model_dir).exists():
         return [], []
-    inputs = hash_inputs([model_dir], "base_model", use_cache=True)
+    if (Path(model_dir) / "final").is_dir():
+        model_dir = Path(model_dir) / "final"
+    inputs = hash_inputs([model_dir], role, use_cache=True)
     node = read_lineage(model_dir) if (Path(model_dir) / LINEAGE_FILE).is_file() else None
     return inputs, [node] if node else []
 
@@ -244,9 +249,17 @@ def model_inputs(model_dir: str | Path | None) -> tuple[list[dict], list[dict]]:
 # ----------------------------------------------------------------------------- recorders
 
 
-def record_run(run_dir: Path, config_text: str, data_files: list[str], base_model: Any) -> None:
+def record_run(
+    run_dir: Path,
+    config_text: str,
+    data_files: list[str],
+    base_model: Any,
+    other_models: dict[str, Any] | None = None,
+) -> None:
     """A training run's node: its data (hashes already in ``env.json`` are reused), the base
-    model's weights, the prep runs and parent artefacts behind them, and the config hash."""
+    model's weights, the prep runs and parent artefacts behind them, and the config hash.
+    ``other_models`` maps a role (``teacher``) to another model the run learns from: its files
+    are inputs under that role and its node, when it has one, a parent."""
     known: dict[str, str] = {}
     env = run_dir / "env.json"
     if env.is_file():
@@ -259,6 +272,9 @@ def record_run(run_dir: Path, config_text: str, data_files: list[str], base_mode
                 {"role": "data", "path": str(f), "sha256": digest, "size": f.stat().st_size}
             )
     model, model_parent = model_inputs(base_model)
+    for role, path in (other_models or {}).items():
+        more, more_parent = model_inputs(path, role)
+        model, model_parent = model + more, model_parent + more_parent
     write_node(
         run_dir,
         "train",

@@ -35,11 +35,15 @@ class LossModule(torch.nn.Module):
 
 
 def build_step_module(
-    model: Any, info: DistInfo, device: torch.device, parallel: str = "ddp", compile: bool = False
+    model: Any,
+    info: DistInfo,
+    device: torch.device,
+    parallel: str = "ddp",
+    compile: bool | str = False,
 ) -> Any:
     """The loss module as the step runs it: alone, DDP-replicated or FSDP2-sharded."""
     if compile:
-        compile_layers(model)
+        compile_layers(model, compile)
     return wrap_for_training(LossModule(model), model, info, device, parallel)
 
 

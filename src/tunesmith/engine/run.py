@@ -4,8 +4,9 @@ A method file holds its algorithm; everything a run does around it happens here,
 
 * :meth:`Run.start` joins the process group ``torchrun`` describes (if any), picks each rank's
   device and precision, and makes the run directory on rank 0 (or, with ``train.resume``, checks
-  that the directory holds a checkpoint and that the config differs from the saved one only in
-  ``train.max_steps`` / ``train.epochs`` / ``train.resume``);
+  that the directory holds a checkpoint, that the config differs from the saved one only in
+  ``train.max_steps`` / ``train.epochs`` / ``train.resume``, and that the data files still hash
+  as ``env.json`` recorded them, unless ``train.allow_data_change``);
 * :meth:`Run.announce` writes ``config.yaml`` and ``env.json`` and prints the banner;
 * :meth:`Run.optimizer_step` is the tail of every optimizer step: clip the gradient norm, step,
   schedule, zero;
@@ -23,6 +24,7 @@ Every rank calls every method here (the collectives need them all); only rank 0 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -66,7 +68,12 @@ from tunesmith.models.load import pick_device, resolve_model
 
 CRASH_ENV = "TUNESMITH_CRASH_AFTER_STEP"  # tests: SIGKILL the process right after this step
 # What a resumed run may change: the length of the run, and the flag that asks for the resume.
-RESUMABLE_CHANGES = frozenset({"train.max_steps", "train.epochs", "train.resume"})
+RESUMABLE_CHANGES = frozenset(
+    {"train.max_steps", "train.epochs", "train.resume", "train.allow_data_change"}
+)
+# Keys of announce()'s ``extra`` naming another model a run learns from (distill's teacher):
+# lineage records its files and its own node as a parent, beside the base model.
+LINEAGE_MODEL_ROLES = ("teacher",)
 
 
 class ResumeError(UserError):
@@ -139,6 +146,38 @@ def check_resumable(run_dir: Path, cfg: BaseRunConfig) -> None:
             f"train.resume=true but the config differs from the one {run_dir} was trained with "
             f"({detail}); only train.max_steps and train.epochs may change on resume"
         )
+    if not getattr(cfg.train, "allow_data_change", False):
+        check_data_unchanged(run_dir)
+
+
+def data_changes(run_dir: Path) -> list[str]:
+    """Each data file ``env.json`` hashed when the run started that now differs or is gone, as
+    ``"<path>: changed (sha256 a -> b)"`` / ``"<path>: missing"`` (lineage's cached hashing)."""
+    env = run_dir / "env.json"
+    recorded = (
+        json.loads(env.read_text(encoding="utf-8")).get("data_sha256") if env.is_file() else None
+    )
+    out = []
+    for name, digest in sorted((recorded or {}).items()):
+        path = Path(name)
+        if not path.is_file():
+            out.append(f"{name}: missing")
+        elif (now := lineage.cached_sha256(path)) != digest:
+            out.append(f"{name}: changed (sha256 {digest[:12]} -> {now[:12]})")
+    return out
+
+
+def check_data_unchanged(run_dir: Path) -> None:
+    """Refuse a resume whose data files are not the bytes the run started on: the restored data
+    position would index other records, so the run would not continue its own trajectory."""
+    changed = data_changes(run_dir)
+    if changed:
+        raise ResumeError(
+            f"train.resume=true but the data of {run_dir} changed since it started: "
+            + "; ".join(changed)
+            + ". Restore the files, or resume anyway with --allow-data-change "
+            "(train.allow_data_change=true)"
+        )
 
 
 # ----------------------------------------------------------------------------- the run
@@ -204,7 +243,8 @@ class Run:
             )
             base = extra.get("base_model") or _model_dir(self.cfg)
             config_text = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
-            lineage.record_run(self.run_dir, config_text, data_files, base)
+            others = {role: extra[role] for role in LINEAGE_MODEL_ROLES if extra.get(role)}
+            lineage.record_run(self.run_dir, config_text, data_files, base, others)
             print(f"[tunesmith] run dir {self.run_dir}\n[tunesmith] {banner}", flush=True)
         barrier(self.dist)
 
@@ -433,6 +473,8 @@ def _model_dir(cfg: BaseRunConfig) -> Path | None:
     name = getattr(getattr(cfg, "model", None), "name_or_path", None)
     if not isinstance(name, str):
         return None
+    if Path(name).expanduser().is_dir():  # a model dir, or a run dir (lineage reads its final/)
+        return Path(name).expanduser()
     try:
         return resolve_model(name)
     except (ValueError, OSError):  # ModelError: a name that is not a local model

@@ -9,9 +9,11 @@ The algorithm, top to bottom:
      token that is not ``pad_token_id``, so a decoder gets ``pad_token_id`` and texts must not
      contain that token);
   3. what trains (``classify.mode``): head only, head + top-k layers, everything, or LoRA with
-     the head trained in full; head only (``classify.cache_features``, on by default): the frozen
-     backbone runs once over every example and the head trains on the kept features
-     (:mod:`tunesmith.models.frozen_features`; memory, or a disk cache keyed by content hash);
+     the head trained in full; head only and top_k (``classify.cache_features``, on by default):
+     the frozen part runs once over every example and the trained part runs on what it kept
+     (head: the head's input, :mod:`tunesmith.models.frozen_features`; top_k: the states
+     entering the first trained layer, :mod:`tunesmith.models.frozen_layers`; memory, or a disk
+     cache keyed by content hash);
   4. loop: each optimizer step takes ``micro_batch_size x world x grad_accum`` examples (each
      process its share of every micro-batch) and descends the mean cross-entropy over all of
      them, ``L = (1/N) sum_i CE(z_i, y_i)``; clip, AdamW, schedule step;
@@ -69,12 +71,12 @@ from tunesmith.losses.classification import classification_loss
 from tunesmith.models.adapters import check_rank, linear_modules, lora_targets, match_targets
 from tunesmith.models.encoders import resolve_backbone
 from tunesmith.models.frozen_features import (
-    HeadStep,
-    cached_head_features,
+    Features,
+    cached_tensors,
     content_key,
-    head_features,
+    feature_batch,
+    feature_plan,
     predict_features,
-    supports_feature_cache,
 )
 from tunesmith.models.load import (
     enable_activation_checkpointing,
@@ -87,6 +89,7 @@ __all__ = ["ClassifyConfig", "ClassifyResult", "load_classifier", "run"]
 
 LAYER_RE = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
 Encoded = list[tuple[list[int], int]]  # (token ids, label id) per example
+NO_TOP_K = "the top_k cache rebuilds BERT-style encoders and Llama-style decoders, not "
 
 
 @dataclass
@@ -326,8 +329,8 @@ class Setup(OnRun):
     train: Encoded
     held_out: Encoded
     total_steps: int
-    step_module: Any  # ClassifierStep (HeadStep on cached features), DDP- or FSDP2-wrapped
-    features: tuple[torch.Tensor, torch.Tensor] | None = None  # cached [N, H] train, held-out
+    step_module: Any  # ClassifierStep (HeadStep / UpperStack on cached features), DDP/FSDP2-wrapped
+    features: tuple[Features, Features] | None = None  # cached train, held-out
 
     @property
     def pad_id(self) -> int:
@@ -377,15 +380,11 @@ def setup(cfg: ClassifyConfig, skip_preflight: bool = False) -> Setup:
         f"classify mode {c.mode}: trainable {trainable:,} / {params:,}; labels {data.labels}; "
         f"train {len(train)}, held-out {len(held)}; processes {run.dist.world}",
     )
-    features = _cached_features(cfg, run, model, tokenizer, train, held, path)
-    step = ClassifierStep(model) if features is None else HeadStep(_head_module(model))
+    cached = _cached_features(cfg, run, model, tokenizer, train, held, path)
+    features, step = cached if cached is not None else (None, ClassifierStep(model))
     step_module = wrap_for_training(step, model, run.dist, run.device, cfg.train.parallel)
     total = total_steps(cfg.train, len(train), run.dist.world)
     return Setup(cfg, run, data, model, tokenizer, train, held, total, step_module, features)
-
-
-def _head_module(model: Any) -> torch.nn.Module:
-    return getattr(model, head_modules(model)[0])  # type: ignore[no-any-return]
 
 
 def _cached_features(
@@ -396,51 +395,53 @@ def _cached_features(
     train: Encoded,
     held: Encoded,
     path: Path,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Head mode: the frozen backbone's features of every example, computed once (or read from
-    the disk cache); None where the head trains on the live backbone instead."""
+) -> tuple[tuple[Features, Features], torch.nn.Module] | None:
+    """Head / top_k mode: what the frozen part of the model gives every example, computed once
+    (or read from the disk cache), and the step module that trains on it; None where the model
+    trains on the live backbone instead."""
     c, decoder = cfg.classify, is_decoder_backbone(model.config)
     sharded = run.dist.enabled and cfg.train.parallel == "fsdp"
-    if c.mode != "head" or c.cache_features == "none" or sharded:
+    if c.mode not in ("head", "top_k") or c.cache_features == "none" or sharded:
         return None
-    if not supports_feature_cache(model, decoder):
-        if run.dist.is_main:
-            print("[tunesmith] classify: this head is not one linear layer; not cached", flush=True)
+    pad = int(tokenizer.pad_token_id)
+    plan = feature_plan(model, c.mode, c.top_k_layers, decoder, pad, c.eval_batch_size, collate)
+    if plan is None or not plan.verify(train):  # a layout not rebuilt exactly: run live
+        kind = model.config.model_type
+        why = f"this {kind} head is not one linear layer" if c.mode == "head" else NO_TOP_K + kind
+        _say(run, f"classify {c.mode}: {why}; not cached, the backbone runs every step")
         return None
-    pad, size = int(tokenizer.pad_token_id), c.eval_batch_size
-    t0 = time.perf_counter()
-    disk = c.cache_features == "disk" and not run.dist.enabled
-    out, hits = [], []
+    t0, out, hits = time.perf_counter(), [], []
+    where = Path(cfg.train.output_dir) / ".feature_cache"
+    where = where if c.cache_features == "disk" and not run.dist.enabled else None
     for items in (train, held):
-        key = content_key(path, items, cfg.data.max_length)
-        where = Path(cfg.train.output_dir) / ".feature_cache" if disk else None
+        key = content_key(path, items, cfg.data.max_length, plan.tag)
         with autocast(run.precision, run.device):
-            feats, hit = cached_head_features(
-                lambda items=items: head_features(model, items, pad, size, decoder, collate),
-                key,
-                where,
-            )
-        out.append(feats)
+            tensors, hit = cached_tensors(lambda items=items: plan.compute(items), key, where)
+        out.append(plan.unpack(tensors))
         hits.append(hit)
+    source = "read from disk" if all(hits) else f"computed in {time.perf_counter() - t0:.1f}s"
+    _say(
+        run,
+        f"classify {c.mode}: frozen features of {len(train)} + {len(held)} examples cached "
+        f"({c.cache_features}, {source}); {plan.what}",
+    )
+    return (out[0], out[1]), plan.step
+
+
+def _say(run: Run, message: str) -> None:
     if run.dist.is_main:
-        source = "read from disk" if all(hits) else f"computed in {time.perf_counter() - t0:.1f}s"
-        print(
-            f"[tunesmith] classify head: frozen features of {len(train)} + {len(held)} examples "
-            f"cached ({c.cache_features}, {source}); the backbone does not run again",
-            flush=True,
-        )
-    return out[0], out[1]
+        print(f"[tunesmith] {message}", flush=True)
 
 
 # ----------------------------------------------------------------------------- one step
 
 
 def _micro_batch(s: Setup, idx: list[int]) -> dict[str, torch.Tensor]:
-    """Token ids of the examples ``idx``, or their cached features."""
+    """Token ids of the examples ``idx``, or their cached features / states."""
     if s.features is None:
         return collate([s.train[i] for i in idx], s.pad_id)
     labels = torch.tensor([s.train[i][1] for i in idx], dtype=torch.long)
-    return {"features": s.features[0][idx], "labels": labels}
+    return {**feature_batch(s.features[0], idx), "labels": labels}
 
 
 def train_step(

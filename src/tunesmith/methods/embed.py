@@ -13,9 +13,9 @@ The algorithm, top to bottom:
   5. loop: each optimizer step takes ``micro_batch_size x world x grad_accum`` pairs; every
      micro-batch is one forward over its queries, positives and negatives, and the loss is
      :func:`tunesmith.losses.contrastive.multiple_negatives_ranking_loss` (InfoNCE with in-batch
-     negatives). Under torchrun each rank's in-batch negatives are its own share of the
-     micro-batch (embeddings are not gathered across ranks), so B is ``micro_batch_size``
-     per rank: two processes at batch 2 do not follow one at batch 4 (docs/embed.md);
+     negatives). Under torchrun every rank's embeddings are gathered (with gradients) before
+     the loss, so its in-batch negatives are the whole global micro-batch, ``micro_batch_size
+     x world`` pairs: two processes at batch 2 follow one process at batch 4;
   6. every ``eval_every`` steps (and after the last) the retrieval metrics again; held-out
      nDCG@10 (higher is better) keeps ``best/`` and drives early stopping;
   7. checkpoints every ``save_every`` steps (``train.resume`` continues exactly); ``final/``
@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from transformers import AutoModel
 
+from tunesmith.checks import PreflightError, failures
+from tunesmith.checks.embed import preflight_retrieval
 from tunesmith.config.embed import EmbedConfig
 from tunesmith.data.retrieval_pairs import (
     Pair,
@@ -47,7 +49,13 @@ from tunesmith.data.retrieval_pairs import (
     with_mined_negatives,
 )
 from tunesmith.data.split import held_out_note
-from tunesmith.engine.distributed import all_reduce_sum, grad_sync, shard, wrap_for_training
+from tunesmith.engine.distributed import (
+    all_gather_rows,
+    all_reduce_sum,
+    grad_sync,
+    shard,
+    wrap_for_training,
+)
 from tunesmith.engine.precision import autocast, weight_dtype
 from tunesmith.engine.run import OnRun, Run
 from tunesmith.engine.trainable import due, total_steps
@@ -148,13 +156,16 @@ def _mine(s: Setup) -> list[Pair]:
     return with_mined_negatives(s.train, similarity_logits(q, d, 1.0), passages)
 
 
-def setup(cfg: EmbedConfig) -> Setup:
+def setup(cfg: EmbedConfig, skip_preflight: bool = False) -> Setup:
     e = cfg.embed
     train, held = split_pairs(cfg.data, e.query_field, e.positive_field, e.negative_field)
     run = Run.start(cfg)  # data errors above stop the run before any directory exists
     with run.preparing():
         path = resolve_backbone(cfg.model.name_or_path)
         tokenizer = load_tokenizer(path)
+        checks = preflight_retrieval(train, held, tokenizer, cfg, run.dist.world)
+        if not skip_preflight and (bad := failures(checks)):
+            raise PreflightError(bad)  # `tunesmith doctor` explains; --skip-preflight overrides
         model = build_encoder(cfg, path, run.device)
     pooling = read_pooling(path)
     step_module = wrap_for_training(
@@ -198,13 +209,15 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches (this rank's share of each).
 
-    With N the step's pairs over every rank, each rank backpropagates
-    ``(world / N) * sum_{its micro-batches} B_m * L_m`` (``L_m`` the micro-batch's mean InfoNCE
-    over its B_m queries); DDP averages gradients over ranks, so the update descends the mean
-    per-query loss ``(1/N) sum_i l_i`` however the step is split into micro-batches."""
+    Each micro-batch's embeddings are gathered from every rank (``all_gather_rows``, with
+    gradients), so ``L_m``, the mean InfoNCE over the global micro-batch's ``B_m`` queries, sees
+    all of its ``B_m - 1`` in-batch negatives. With N the step's pairs over every rank, each rank
+    backpropagates ``(1 / N) * sum_m B_m * L_m``; the gather's backward sums the ranks'
+    gradients of each rank's rows (a factor ``world``) and DDP averages over ranks (``1 /
+    world``), so the update descends ``(1/N) sum_i l_i`` however the step is split into
+    micro-batches and processes."""
     info, c = s.dist, s.cfg
     n_step = all_reduce_sum(float(sum(len(mb) for mb in micro)), info, s.device)
-    scale = info.world / n_step
     totals = {"loss": 0.0, "in_batch_accuracy": 0.0}
     use_negatives = c.embed.hard_negatives != "none"
     for i, pairs in enumerate(micro):
@@ -214,12 +227,14 @@ def train_step(
         batch = {k: v.to(s.device) for k, v in batch.items()}
         with grad_sync(s.step_module, on=i == len(micro) - 1):
             with autocast(s.precision, s.device):
-                vectors = s.step_module(batch)  # [2B+M, H]
+                vectors = s.step_module(batch)  # [2b+m, H], this rank's share
+            q = all_gather_rows(vectors[:b], info)  # [B, H], every rank's rows in rank order
+            p = all_gather_rows(vectors[b : 2 * b], info)  # [B, H]
+            neg = all_gather_rows(vectors[2 * b :], info) if use_negatives else None  # [M, H]
             loss, m = multiple_negatives_ranking_loss(
-                vectors[:b], vectors[b : 2 * b], vectors[2 * b :] if len(vectors) > 2 * b else None,
-                c.embed.temperature,
-            )  # fmt: skip
-            (loss * b * scale).backward()
+                q, p, neg if neg is not None and len(neg) else None, c.embed.temperature
+            )
+            (loss * (len(q) / n_step)).backward()
         totals["loss"] += loss.item() * b
         totals["in_batch_accuracy"] += m["in_batch_accuracy"] * b
     params = [p for p in s.model.parameters() if p.requires_grad]
@@ -277,7 +292,7 @@ def _finish(s: Setup, last: dict[str, float] | None, last_step: int) -> dict[str
 
 def run(cfg: EmbedConfig, skip_preflight: bool = False) -> EmbedResult:
     """Fine-tune a sentence encoder for retrieval; evaluate before and after; save final/."""
-    s = setup(cfg)
+    s = setup(cfg, skip_preflight)
     run, info, state = s.run, s.dist, s.run.state
     optimizer, scheduler = run.optimizer(s.model, s.total_steps, s.step_module)
     state = run.state  # restored on resume

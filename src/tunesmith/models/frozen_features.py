@@ -1,4 +1,4 @@
-"""Frozen-backbone features for head-only classification: encode once, train the head on them.
+"""Frozen-backbone features for classification: encode once, train the head (+ top layers) on them.
 
 With ``classify.mode: head`` nothing below the head trains, so the input of the head is the same
 for an example at every step. :func:`head_features` runs the backbone once over every example (eval
@@ -14,18 +14,29 @@ mode, no grad) and keeps, per example, the vector the head reads:
 content hash of the token ids, the labels, ``data.max_length`` and the model (its config and the
 size, modification time and first MiB of each weight file), so a rerun on the same data and
 model reads them back. :func:`supports_feature_cache` says whether a model's head is one of the
-two shapes above (other heads fall back to the uncached path).
+two shapes above (other heads fall back to the uncached path). Mode ``top_k`` caches the states
+below the first trained layer instead (:mod:`tunesmith.models.frozen_layers`), through the same
+:func:`cached_tensors`; :func:`feature_plan` says, per mode, what is cached and which module
+trains on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tunesmith.models.frozen_layers import (
+    LayerFeatures,
+    lower_states,
+    matches_model,
+    upper_stack,
+)
 
 Encoded = Sequence[tuple[list[int], int]]
 
@@ -113,23 +124,94 @@ class HeadStep(torch.nn.Module):
         return self.head(batch["features"])
 
 
+Features = torch.Tensor | LayerFeatures  # head mode: [N, H]; top_k: per-example states
+
+
+def feature_batch(features: Features, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The step's input for the examples ``idx``: ``features`` [B, H] (head mode) or ``states``
+    [B, T, H] + ``attention_mask`` [B, T] (top_k, :class:`~tunesmith.models.frozen_layers.
+    LayerFeatures`)."""
+    if isinstance(features, LayerFeatures):
+        return features.batch(idx)
+    return {"features": features[list(idx)]}
+
+
 @torch.no_grad()
-def predict_features(module: torch.nn.Module, features: torch.Tensor, batch_size: int) -> list[int]:
-    """Arg-max label id of each cached feature row (every rank runs all: the head is tiny)."""
+def predict_features(module: torch.nn.Module, features: Features, batch_size: int) -> list[int]:
+    """Arg-max label id of each cached example (every rank runs all of them)."""
     device = next(module.parameters()).device
-    return [
-        p
-        for start in range(0, len(features), batch_size)
-        for p in module({"features": features[start : start + batch_size].to(device)})
-        .argmax(-1)
-        .tolist()
-    ]
+    was_training = module.training
+    module.eval()
+    out: list[int] = []
+    for start in range(0, len(features), batch_size):
+        idx = range(start, min(start + batch_size, len(features)))
+        batch = {k: v.to(device) for k, v in feature_batch(features, idx).items()}
+        out += module(batch).argmax(-1).tolist()
+    module.train(was_training)
+    return out
 
 
-def content_key(model_dir: Path, encoded: Encoded, max_length: int) -> str:
-    """SHA-256 of the examples (token ids and labels), ``max_length`` and the model's files."""
+@dataclass
+class FeaturePlan:
+    """What a mode caches and how: ``compute(items)`` -> named tensors (stored as they are),
+    ``unpack`` -> :data:`Features`, the ``step`` module that trains on them, a cache-key ``tag``
+    and ``verify(items)``: whether the step reproduces the full model's logits on the first
+    few of ``items`` (checked before the whole data set is encoded)."""
+
+    step: torch.nn.Module
+    compute: Callable[[Encoded], dict[str, torch.Tensor]]
+    unpack: Callable[[dict[str, torch.Tensor]], Features]
+    tag: str
+    verify: Callable[[Encoded], bool]
+    what: str  # for the log line
+
+
+def feature_plan(
+    model: Any, mode: str, top_k: int, is_decoder: bool, pad_id: int, size: int, collate: Any
+) -> FeaturePlan | None:
+    """The cache of ``classify.mode`` head (the head's input) or top_k (the states entering the
+    first trained layer); None where the model's layout is not one reproduced exactly."""
+    if mode == "head":
+        head = _head(model)
+        if head is None or not supports_feature_cache(model, is_decoder):
+            return None
+        return FeaturePlan(
+            step=HeadStep(head),
+            compute=lambda items: {
+                "features": head_features(model, items, pad_id, size, is_decoder, collate)
+            },
+            unpack=lambda t: t["features"],
+            tag="",
+            verify=lambda items: True,  # a linear head on its own input: exact
+            what="the backbone does not run again",
+        )
+    stack = upper_stack(model, top_k, is_decoder) if mode == "top_k" else None
+    if stack is None:
+        return None
+
+    def verify(items: Encoded) -> bool:
+        few = list(items[:4])
+        states = lower_states(model, few, pad_id, size, stack.first, is_decoder, collate)
+        return matches_model(model, stack, states, few, pad_id, collate)
+
+    return FeaturePlan(
+        step=stack,
+        compute=lambda items: lower_states(
+            model, items, pad_id, size, stack.first, is_decoder, collate
+        ).tensors(),
+        unpack=LayerFeatures.from_tensors,
+        tag=f"top_k:{stack.first}",
+        verify=verify,
+        what=f"only the top {top_k} layer(s) and the head run each step",
+    )
+
+
+def content_key(model_dir: Path, encoded: Encoded, max_length: int, tag: str = "") -> str:
+    """SHA-256 of the examples (token ids and labels), ``max_length``, the model's files and
+    ``tag`` (what is cached: the head's input, or the states entering layer ``L - k``)."""
     h = hashlib.sha256()
     h.update(json.dumps([max_length, [[*ids, -1, label] for ids, label in encoded]]).encode())
+    h.update(tag.encode())
     for path in sorted(model_dir.glob("*")):
         if path.name == "config.json":
             h.update(path.read_bytes())
@@ -141,30 +223,43 @@ def content_key(model_dir: Path, encoded: Encoded, max_length: int) -> str:
     return h.hexdigest()
 
 
-def cached_head_features(
-    compute: Any, key: str, cache_dir: Path | None
-) -> tuple[torch.Tensor, bool]:
-    """``compute()``'s features, read from ``cache_dir/<key>.safetensors`` when there (disk
-    cache; None = memory only). Returns (features, whether they were read from disk)."""
+def cached_tensors(
+    compute: Callable[[], dict[str, torch.Tensor]], key: str, cache_dir: Path | None
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """``compute()``'s named tensors, read from ``cache_dir/<key>.safetensors`` when there (disk
+    cache; None = memory only). Returns (tensors, whether they were read from disk)."""
     from safetensors.torch import load_file, save_file
 
     if cache_dir is None:
         return compute(), False
     path = cache_dir / f"{key}.safetensors"
     if path.is_file():
-        return load_file(str(path))["features"], True
-    features = compute()
+        return load_file(str(path)), True
+    tensors = compute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"features": features.contiguous()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(path)  # atomic: a reader never sees half a file
-    return features, False
+    return tensors, False
+
+
+def cached_head_features(
+    compute: Any, key: str, cache_dir: Path | None
+) -> tuple[torch.Tensor, bool]:
+    """:func:`cached_tensors` for head mode's ``[N, H]`` features."""
+    tensors, hit = cached_tensors(lambda: {"features": compute()}, key, cache_dir)
+    return tensors["features"], hit
 
 
 __all__ = [
+    "FeaturePlan",
+    "Features",
     "HeadStep",
     "cached_head_features",
+    "cached_tensors",
     "content_key",
+    "feature_batch",
+    "feature_plan",
     "head_features",
     "predict_features",
     "supports_feature_cache",

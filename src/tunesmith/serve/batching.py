@@ -205,8 +205,7 @@ class Batcher:
         if self.engine.forwards > forwards:
             self.metrics.batch(self.engine.last_batch)
         now = time.monotonic()
-        for update in updates:
-            job = report(update)
+        for update, job in zip(updates, report(updates), strict=True):
             if update.first:
                 self._started[id(job)] = now
             if update.done:

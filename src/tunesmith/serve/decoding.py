@@ -12,7 +12,7 @@ import torch
 
 from tunesmith.decoding.engine import Engine, Request, Update
 from tunesmith.serve.host import ModelHost
-from tunesmith.serve.jobs import Delta, Done, Job, Started
+from tunesmith.serve.jobs import Delta, Done, Event, Job, Started, emit_all
 
 
 def new_engine(host: ModelHost, eos: set[int], slots: int) -> Engine:
@@ -33,23 +33,33 @@ def job_request(job: Job) -> Request:
         params,
         seed=job.sampler.seed,
         adapter=job.model,
-        stream=True,
+        stream=job.stream,  # a non-streamed reply is decoded once, at its end
         cancelled=job.cancelled.is_set,
         tag=job,
     )
 
 
-def report(update: Update) -> Job:
-    """Send ``update`` to its job (``Started`` before its first token); return the job."""
+def events(update: Update) -> tuple[Job, list[Event]]:
+    """``update``'s job and what it tells the job: ``Started`` before its first token, each
+    new piece of text of a streamed reply, and at the end the whole text of a reply that is
+    not streamed, then ``Done``."""
     job: Job = update.row.request.tag
     row = update.row
-    if update.first:
-        job.emit(Started())
-    if update.delta:
-        job.emit(Delta(update.delta))
+    out: list[Event] = [Started()] if update.first else []
+    if job.stream and update.delta:
+        out.append(Delta(update.delta))
     if update.done:
-        job.emit(Done(row.finish_reason, len(job.prompt_ids), len(row.tokens)))
-    return job
+        if not job.stream and row.text:
+            out.append(Delta(row.text))
+        out.append(Done(row.finish_reason, len(job.prompt_ids), len(row.tokens)))
+    return job, out
+
+
+def report(updates: list[Update]) -> list[Job]:
+    """Send every update's events to its job, one hand-over for the lot; return the jobs."""
+    pairs = [events(update) for update in updates]
+    emit_all([(job, event) for job, evs in pairs for event in evs])
+    return [job for job, _ in pairs]
 
 
 @torch.no_grad()
@@ -59,6 +69,5 @@ def decode_batch(host: ModelHost, jobs: list[Job], eos: set[int]) -> int:
     for job in jobs:
         engine.add(job_request(job))
     while not engine.idle:
-        for update in engine.step():
-            report(update)
+        report(engine.step())
     return engine.forwards

@@ -32,7 +32,9 @@ class Generator:
     metrics: Metrics
     limits: Limits
 
-    def _job(self, req: GenRequest) -> Job:
+    def job(self, req: GenRequest) -> Job:
+        """The batcher job for ``req`` (model known, limits checked, prompt encoded); the
+        playground submits these too, so its replies come from the same path as serve's."""
         if not self.host.has(req.model):
             raise model_not_found(req.model, self.host.models())
         max_tokens = req.max_tokens or self.limits.default_max_tokens
@@ -56,7 +58,7 @@ class Generator:
             raise bad_request("The prompt is empty", param=field)
         sampler = RowSampler(req.temperature, req.top_p, req.top_k, req.seed)
         loop = asyncio.get_running_loop()
-        return Job(req.model, ids, max_tokens, sampler, req.stop, loop)
+        return Job(req.model, ids, max_tokens, sampler, req.stop, loop, stream=req.stream)
 
     async def _next(self, job: Job, deadline: float) -> Event:
         """The job's next event; a failure or the deadline raises (and cancels the job)."""
@@ -76,7 +78,7 @@ class Generator:
         """Read and ``parse`` the body, queue the job (it joins the running batch at the
         worker's next step), answer."""
         req = parse(await body)
-        job = self._job(req)
+        job = self.job(req)
         self.batcher.submit(job)
         deadline = job.created + self.limits.request_timeout_s
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, job))

@@ -52,10 +52,28 @@ class Job:
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.monotonic)
+    stream: bool = True  # False: the reply's text comes once, when it is done
 
     def emit(self, event: Event) -> None:
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+def emit_all(events: list[tuple[Job, Event]]) -> None:
+    """Send ``events`` (in order) with one wake-up of each event loop they go to, not one per
+    event: the worker hands a whole step's tokens over at once, so a step of B rows costs the
+    handlers' loop one turn instead of B (each a thread switch that contends for the GIL)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+    for job, event in events:
+        by_loop.setdefault(job.loop, []).append((job, event))
+    for loop, items in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[Job, Event]]) -> None:
+    for job, event in items:
+        job.events.put_nowait(event)
 
 
 @dataclass

@@ -8,7 +8,7 @@ The algorithm, top to bottom:
      ``OUT/trials/trial-NNNN`` in this process, with an evaluation hook that reports every
      held-out value to the pruner (a pruned run ends at that evaluation with a ``PRUNED``
      marker), and record its objective; ``--jobs J`` runs J such workers as processes sharing
-     the study;
+     the study, each claiming its next trial under a file lock so none is run twice;
   4. write the table of trials, ``best.yaml`` and ``report.html`` (:mod:`tunesmith.sweep.report`).
 """
 
@@ -29,6 +29,7 @@ from tunesmith.sweep.space import Param, config_data, load_space, with_params
 
 STUDY = "sweep"
 SPEC_FILE = "sweep.json"
+LOCK_FILE = "sweep.lock"
 # What may change when a sweep is resumed: how many trials, and how many at once.
 RESUMABLE = frozenset({"trials", "jobs"})
 
@@ -170,18 +171,41 @@ def run_trial(sweep: Sweep, trial: Any) -> float:
         EVAL_HOOK.remove(hook)
 
 
+def claim_trial(study: Any, spec: SweepSpec) -> Any | None:
+    """A new trial of ``study``, or None once ``spec.trials`` are finished or running. Counting
+    and creating happen under an exclusive lock on ``OUT/sweep.lock``: two ``--jobs`` workers
+    that look at the same moment cannot both start the last trial."""
+    import fcntl
+
+    from optuna.trial import TrialState
+
+    with (Path(spec.out) / LOCK_FILE).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished(study) + running >= spec.trials:
+            return None
+        return study.ask()  # RUNNING in study.db before the lock is released
+
+
 def work(spec: SweepSpec, worker: int = 0) -> None:
-    """One worker: run trials until the study holds ``spec.trials`` finished or running ones."""
+    """One worker: claim a trial, train it, record its outcome; until ``spec.trials`` are
+    finished or running."""
+    import optuna
     from optuna.trial import TrialState
 
     sweep = Sweep.load(spec)
     study = open_study(sweep, worker=worker)
-    while True:
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if finished(study) + running >= spec.trials:
-            return
-        # A trial's own error (a diverged run, a refused config) fails that trial, not the sweep.
-        study.optimize(lambda t: run_trial(sweep, t), n_trials=1, catch=(Exception,))
+    while (trial := claim_trial(study, spec)) is not None:
+        try:
+            value = run_trial(sweep, trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        except Exception as err:  # a diverged run, a refused config: that trial, not the sweep
+            print(f"[tunesmith] sweep: trial {trial.number} failed: {err}", file=sys.stderr)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        study.tell(trial, value)
 
 
 # ----------------------------------------------------------------------------- the sweep
