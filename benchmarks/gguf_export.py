@@ -1,5 +1,6 @@
 """GGUF export of SmolLM2-135M-Instruct at every quant type tunesmith writes: the file size and
 the measured gap to the float32 model (transformers' GGUF loader, the verification prompts).
+``q4_k_m`` needs llama-cpp-python (``make llama-cpp``): llama.cpp quantizes the f16 file.
 
 The gaps do not depend on the machine's load (only timings would), so one run anywhere gives the
 numbers quoted in docs/compress.md. Results go to ``benchmarks/results/gguf_export.json``; a run
@@ -30,7 +31,7 @@ KEYS = ("bytes", "max_abs_logit_diff", "relative_logit_gap", "relative_tolerance
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--quants", default="f16,q8_0,q4_0")
+    p.add_argument("--quants", default="f16,q8_0,q4_0,q4_1,q4_k_m")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
 

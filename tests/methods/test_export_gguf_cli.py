@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -125,3 +126,19 @@ def test_export_gguf_failed_verification_writes_nothing(
     assert code == 2
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
     assert _verify(out)["ok"] is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="`make llama-cpp`")
+def test_export_gguf_q4_k_m_through_llama_cpp(tiny_llama: Path, tmp_path: Path) -> None:
+    """q4_k_m: the f16 file quantized by llama.cpp's own quantizer, then verified like the rest
+    (loaded back by transformers, which dequantizes K-quants); the f16 intermediate is gone."""
+    out = tmp_path / "gguf"
+    assert main(["export", str(tiny_llama), "--format", "gguf", "--quant", "q4_k_m",
+                 "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    report = _verify(out)
+    assert report["ok"] and report["quant"] == "q4_k_m"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "Modelfile", "lineage.json", "model-q4_k_m.gguf"
+    ]  # fmt: skip
+    reader = gguf.GGUFReader(str(out / "model-q4_k_m.gguf"))
+    assert int(reader.fields["general.file_type"].parts[-1][0]) == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M

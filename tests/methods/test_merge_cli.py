@@ -72,15 +72,19 @@ def test_failed_verification_leaves_no_output(
 
 
 def test_export_safetensors_and_gguf_q4_k_m_is_explained(
-    lora_run: Path, capsys: pytest.CaptureFixture[str]
+    lora_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tunesmith.compress import llama_quantize
+
     assert main(["export", str(lora_run)]) == 0
     assert (lora_run / "export" / "model.safetensors").is_file()
     assert _report(lora_run / "export")["max_abs_logit_diff"] < 1e-4
     capsys.readouterr()
+    monkeypatch.setattr(llama_quantize, "available", lambda: False)  # no llama-cpp-python
     assert main(["export", str(lora_run), "--format", "gguf", "--quant", "q4_k_m"]) == 2
     err = capsys.readouterr().err
-    assert "q4_k_m is not available" in err and "llama-quantize" in err
+    assert "q4_k_m needs llama.cpp's quantizer" in err and "make llama-cpp" in err
+    assert "llama-quantize" in err
 
 
 def test_missing_base_model_is_named(

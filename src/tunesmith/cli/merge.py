@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--quant",
         choices=["f16", "q8_0", "q4_0", "q4_1", "q4_k_m"],
         default="q8_0",
-        help="gguf: weight type (q4_k_m needs llama.cpp's llama-quantize; explained if asked)",
+        help="gguf: weight type (q4_k_m needs llama-cpp-python: make llama-cpp)",
     )
     _add_verify_args(p)
     p.set_defaults(func=cmd_export)

@@ -6,9 +6,9 @@ the merged float32 model on the verification prompts. ``out`` appears only if th
 passes; the report (``out.verify.json``) is written either way.
 
 Tolerances (max |logit difference| relative to the largest |logit| of the reference, float32):
-``f16`` 1e-2 and identical greedy replies; ``q8_0`` 5e-2; ``q4_0`` / ``q4_1`` 0.3. Quantized
-files need not reproduce every greedy token (a near-tie can flip); their agreement is reported,
-not required.
+``f16`` 1e-2 and identical greedy replies; ``q8_0`` 5e-2; ``q4_0`` / ``q4_1`` / ``q4_k_m`` 0.3.
+Quantized files need not reproduce every greedy token (a near-tie can flip); their agreement is
+reported, not required.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from tunesmith.merge.common import (
 from tunesmith.merge.verify import Outputs, compare, model_outputs, verification_prompts
 from tunesmith.models.load import load_causal_lm, load_tokenizer
 
-RELATIVE_TOLERANCE = {"f16": 1e-2, "q8_0": 5e-2, "q4_0": 0.3, "q4_1": 0.3}
-GREEDY_MUST_MATCH = {"f16": True, "q8_0": False, "q4_0": False, "q4_1": False}
+RELATIVE_TOLERANCE = {"f16": 1e-2, "q8_0": 5e-2, "q4_0": 0.3, "q4_1": 0.3, "q4_k_m": 0.3}
+GREEDY_MUST_MATCH = {"f16": True, "q8_0": False, "q4_0": False, "q4_1": False, "q4_k_m": False}
 
 CHATML_TEMPLATE = (
     "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"

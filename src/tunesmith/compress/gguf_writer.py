@@ -13,9 +13,10 @@ Quantization: ``f16`` stores every matrix in float16; ``q8_0`` / ``q4_0`` quanti
 whose rows split into 32-value blocks and keep the rest in float16 (``q4_1`` likewise, with a
 per-block minimum); under ``q4_0``/``q4_1`` the token
 embedding and output head are Q8_0 (llama.cpp keeps them at Q6_K). Norm vectors stay float32.
-``q4_k_m`` is refused: ``gguf.quants`` implements Q4_K dequantization only (quantization raises
-``NotImplementedError`` in numpy), and no registry package ships llama.cpp's quantizer as a
-prebuilt wheel (``llama-cpp-python`` is source-only).
+``q4_k_m``: ``gguf.quants`` implements Q4_K dequantization only (quantization raises
+``NotImplementedError`` in numpy), so the f16 file is written and llama.cpp's own quantizer
+makes the K-quant file (:mod:`tunesmith.compress.llama_quantize`); without llama-cpp-python
+(source-only on PyPI: ``make llama-cpp`` builds it) ``q4_k_m`` is refused with that command.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import gguf
 import numpy as np
 import torch
 
+from tunesmith.compress import llama_quantize
 from tunesmith.errors import UserError
 
 QUANTS: dict[str, gguf.GGMLQuantizationType] = {
@@ -47,9 +49,9 @@ ARCHES: dict[str, gguf.MODEL_ARCH] = {
     "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
 }
 Q4_K_M_HELP = (
-    "--quant q4_k_m is not available: the `gguf` package implements Q4_K dequantization only "
-    "(its numpy quantizer raises NotImplementedError) and llama-cpp-python has no prebuilt wheel "
-    "on PyPI. Export q8_0 or f16 here, then run llama.cpp's `llama-quantize model-f16.gguf "
+    "--quant q4_k_m needs llama.cpp's quantizer: the `gguf` package implements Q4_K "
+    "dequantization only. Install llama-cpp-python (`make llama-cpp` builds it; PyPI has no "
+    "wheel), or export f16 here and run llama.cpp's `llama-quantize model-f16.gguf "
     "model-q4_k_m.gguf Q4_K_M`."
 )
 
@@ -60,9 +62,10 @@ class GGUFExportError(UserError):
 
 def check_supported(model_type: str, quant: str) -> None:
     """Refuse an architecture or quant type we cannot write, naming what is supported."""
-    if quant == "q4_k_m":
-        raise GGUFExportError(Q4_K_M_HELP)
-    if quant not in QUANTS:
+    if quant in llama_quantize.FTYPES:
+        if not llama_quantize.available():
+            raise GGUFExportError(Q4_K_M_HELP)
+    elif quant not in QUANTS:
         raise GGUFExportError(f"--quant {quant}: choose one of {', '.join([*QUANTS, 'q4_k_m'])}")
     if model_type not in ARCHES:
         raise GGUFExportError(
@@ -184,6 +187,14 @@ def write_gguf(model: Any, tokenizer: Any, tokenizer_dir: Path, quant: str, path
     """Write ``model`` (float32, merged) to ``path`` at ``quant``; returns the file's bytes."""
     config = model.config
     check_supported(config.model_type, quant)
+    if quant in llama_quantize.FTYPES:  # f16 first, then llama.cpp's K-quant quantizer
+        f16 = path.with_name(path.name + ".f16")
+        write_gguf(model, tokenizer, tokenizer_dir, "f16", f16)
+        try:
+            llama_quantize.quantize(f16, path, quant)
+        finally:
+            f16.unlink(missing_ok=True)
+        return path.stat().st_size
     arch = ARCHES[config.model_type]
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(Path(getattr(config, "_name_or_path", "") or "model").name or "model")
