@@ -102,7 +102,7 @@ def _marker(run_dir: Path) -> str | None:
 
 def _forgetting_and_memorization(run_dir: Path) -> list[tuple[str, str]]:
     from tunesmith.report.memorization_panel import memorization_section
-    from tunesmith.report.run_page import _forgetting_section
+    from tunesmith.report.run_page import forgetting_section
     from tunesmith.report.rundata import ReportError, load_run
 
     out = []
@@ -111,7 +111,7 @@ def _forgetting_and_memorization(run_dir: Path) -> list[tuple[str, str]]:
     except ReportError:
         data = None
     if data is not None and (data.forgetting is not None or data.rows("forgetting")):
-        out.append(("Forgetting", _forgetting_section(data)))
+        out.append(("Forgetting", forgetting_section(data)))
     if (memorization := memorization_section(run_dir)) is not None:
         out.append(("Memorization", memorization))
     return out

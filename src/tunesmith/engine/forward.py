@@ -133,7 +133,7 @@ HEAD_ONLY_MODELS = frozenset(
 )
 
 
-def _parts(model: Any) -> tuple[Any, Any, float | None] | None:
+def head_parts(model: Any) -> tuple[Any, Any, float | None] | None:
     """(decoder stack, output head, final logit soft-cap) of a causal LM, peft-wrapped or not;
     None when the model is not known to be exactly that."""
     if is_prompt_learning(model):
@@ -169,7 +169,7 @@ def forward_loss(
     are recomputed in the backward pass instead of being kept (activation checkpointing). Same
     value as :func:`tunesmith.losses.sft.token_cross_entropy` on the full logits.
     """
-    parts = _parts(model)
+    parts = head_parts(model)
     if parts is None:
         return token_cross_entropy(forward_logits(model, batch), batch["labels"])
     decoder, head, softcap = parts

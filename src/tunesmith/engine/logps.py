@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from tunesmith.engine.distributed import DistInfo, barrier, broadcast_object
-from tunesmith.engine.forward import _parts, decoder_hidden, forward_logits
+from tunesmith.engine.forward import decoder_hidden, forward_logits, head_parts
 from tunesmith.engine.run import ResumeError
 from tunesmith.engine.token_logps import head_logps, token_logps
 
@@ -51,7 +51,7 @@ def sequence_logps(
         logps, mask = token_logps(model, batch, chunk_size)  # [2B, T-1] each
         return logps.sum(dim=1), mask.sum(dim=1)
     src, tgt, owner, lengths = batch["src"], batch["tgt"], batch["owner"], batch["lengths"]
-    parts = _parts(model)
+    parts = head_parts(model)
     if parts is None:
         logits = forward_logits(model, batch).flatten(0, 1)[src].float()  # [N, V]
         flat = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)

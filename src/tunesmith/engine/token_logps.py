@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tunesmith.engine.forward import _parts, decoder_hidden, forward_logits
+from tunesmith.engine.forward import decoder_hidden, forward_logits, head_parts
 from tunesmith.losses.sft import IGNORE_INDEX
 
 
@@ -56,7 +56,7 @@ def token_logps(
     at a time (recomputed in the backward pass), so the [B, T, V] logits are never held."""
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
-    parts = _parts(model)
+    parts = head_parts(model)
     if parts is None:
         logits = forward_logits(model, batch)[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))

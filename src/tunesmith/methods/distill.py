@@ -51,8 +51,7 @@ from tunesmith.engine.distributed import (
     shard,
     wrap_for_training,
 )
-from tunesmith.engine.forward import _parts as head_parts
-from tunesmith.engine.forward import decoder_hidden, forward_logits
+from tunesmith.engine.forward import decoder_hidden, forward_logits, head_parts
 from tunesmith.engine.logps import cache_digest, cached_reference
 from tunesmith.engine.precision import autocast
 from tunesmith.engine.run import OnRun, Run

@@ -108,7 +108,7 @@ def _flat(value: Any) -> dict[str, float]:
     return dict(scalars(value)) if isinstance(value, dict) else {}
 
 
-def _forgetting_section(run: RunData) -> str:
+def forgetting_section(run: RunData) -> str:
     """Before/after/delta of the forgetting probes, the flipped examples, the curves."""
     f = run.forgetting or {}
     before, after, delta = _flat(f.get("before")), _flat(f.get("after")), _flat(f.get("delta"))
@@ -162,7 +162,7 @@ def run_page(run: RunData) -> str:
     if run.evals:
         sections.append(("Evaluation", "\n".join(_eval_block(n, r) for n, r in run.evals.items())))
     if run.forgetting is not None or run.rows("forgetting"):
-        sections.append(("Forgetting", _forgetting_section(run)))
+        sections.append(("Forgetting", forgetting_section(run)))
     if (memorization := memorization_section(run.path)) is not None:
         sections.append(("Memorization", memorization))
     if run.config:
