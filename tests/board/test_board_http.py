@@ -168,3 +168,24 @@ def test_forgetting_panel_and_preflight_report(board_root: Path, tmp_path: Path)
     no_metrics = TestClient(create_app(BoardContext(runs_dir=board_root)))
     refused = no_metrics.get("/compare?run=sft-a&run=bad-data")
     assert refused.status_code == 400 and str(board_root) not in refused.text
+
+
+def test_preflight_can_be_run_from_the_run_page(board_root: Path, tmp_path: Path) -> None:
+    """The run page's button runs `tunesmith doctor` on the run's own config.yaml: the report
+    lands in the run dir and the page links it; a folder without a config is a 400."""
+    root = tmp_path / "runs"
+    run = root / "checked"
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copy(board_root / "sft-a" / name, run / name)
+    client = TestClient(create_app(BoardContext(runs_dir=root)))
+    assert 'action="/run/checked/preflight"' in client.get("/run/checked").text
+    done = client.post("/run/checked/preflight", follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/run/checked#preflight"
+    reports = list(run.glob("doctor-*.html"))
+    assert len(reports) == 1 and "check" in reports[0].read_text().lower()
+    assert reports[0].name in client.get("/run/checked").text
+    (root / "bare").mkdir()
+    (root / "bare" / "metrics.jsonl").write_text("")
+    refused = client.post("/run/bare/preflight", follow_redirects=False)
+    assert refused.status_code == 400 and str(root) not in refused.text

@@ -161,11 +161,17 @@ def rejects_table(run_dir: Path, relative: str, page_no: int) -> str | None:
 
 
 def preflight_section(run_dir: Path, relative: str) -> str:
-    """Links to the ``tunesmith doctor`` reports in the run dir or the folder it sits in."""
+    """Links to the ``tunesmith doctor`` reports in the run dir or the folder it sits in, and a
+    button that runs the pre-flight checks on the run's config now (into the run dir)."""
     reports = sorted(run_dir.glob("doctor-*.html")) + sorted(run_dir.parent.glob("doctor-*.html"))
+    action = f"/run/{url_path(relative)}/preflight"
+    button = (
+        f'<form method="post" action="{esc(action)}"><button type="submit">'
+        "run the pre-flight checks on this run's config</button></form>"
+    )
     if not reports:
-        return (
-            "<p>no pre-flight report: <code>tunesmith doctor CONFIG</code> writes one to "
+        return button + (
+            "<p>no pre-flight report yet: <code>tunesmith doctor CONFIG</code> writes one to "
             "<code>train.output_dir</code>; every training run also runs the cheap checks and "
             "refuses to start on a FAIL.</p>"
         )
@@ -174,7 +180,7 @@ def preflight_section(run_dir: Path, relative: str) -> str:
         where = "run" if r.parent == run_dir else "folder"
         href = f"/preflight/{url_path(relative)}?{urlencode({'name': r.name, 'where': where})}"
         items.append(f'<li><a href="{esc(href)}">{esc(r.name)}</a> ({where})</li>')
-    return "<ul>" + "".join(items) + "</ul>"
+    return button + "<ul>" + "".join(items) + "</ul>"
 
 
 def lineage_section(run_dir: Path) -> str | None:

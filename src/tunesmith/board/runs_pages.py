@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 
 from tunesmith.board import run_sections as sec
 from tunesmith.board.context import BoardContext
 from tunesmith.board.layout import esc, page
+from tunesmith.board.run_sections import url_path
 from tunesmith.board.runs import STATES, RunSummary, is_run, list_runs, summarize
 
 POLL_S = 0.5  # how often the event stream looks for new metrics lines
 END_AFTER_IDLE_S = 2.0  # an ended run's stream closes after this long without new lines
+PREFLIGHT_TIMEOUT_S = 600  # `tunesmith doctor` on a run's config (it times one training step)
 
 
 def _run_dir(ctx: BoardContext, relative: str) -> Path:
@@ -191,6 +202,25 @@ def preflight_report(ctx: BoardContext, relative: str, name: str, where: str) ->
     return HTMLResponse(file.read_text(encoding="utf-8", errors="replace"), headers=headers)
 
 
+def run_preflight(ctx: BoardContext, relative: str) -> str:
+    """Run ``tunesmith doctor`` on the run's resolved ``config.yaml`` (every method's pre-flight
+    checks, the model included), writing ``doctor-<time>.html`` into the run dir; its name."""
+    run_dir = _run_dir(ctx, relative)
+    if not (run_dir / "config.yaml").is_file():
+        raise HTTPException(status_code=400, detail=f"'{relative}' has no config.yaml to check")
+    name = f"doctor-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    cmd = [sys.executable, "-m", "tunesmith", "doctor", str(run_dir / "config.yaml"),
+           "--html", str(run_dir / name)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT_S)
+    if not (run_dir / name).is_file():  # doctor exits 1 on a FAIL but still writes its report
+        raise HTTPException(
+            status_code=400,
+            detail=f"tunesmith doctor could not check '{relative}' (exit {done.returncode}); "
+            f"run `tunesmith doctor {relative}/config.yaml` in a terminal to see why",
+        )
+    return name
+
+
 def _logged_run(ctx: BoardContext, relative: str) -> Path:
     """A run dir with a ``metrics.jsonl`` (something to compare); 400 otherwise."""
     run_dir = _run_dir(ctx, relative)
@@ -227,6 +257,11 @@ def router(ctx: BoardContext) -> APIRouter:
     @r.get("/preflight/{relative:path}")
     def preflight(relative: str, name: str, where: str = "run") -> Response:
         return preflight_report(ctx, relative, name, where)
+
+    @r.post("/run/{relative:path}/preflight")
+    async def preflight_now(relative: str) -> RedirectResponse:
+        await asyncio.to_thread(run_preflight, ctx, relative)
+        return RedirectResponse(f"/run/{url_path(relative)}#preflight", status_code=303)
 
     @r.get("/compare", response_class=HTMLResponse)
     def compare(run: Annotated[list[str] | None, Query()] = None) -> str:
