@@ -155,6 +155,9 @@ def train(
     cfg = load_config(config, [*(overrides or []), *extra])
     method = importlib.import_module(f"tunesmith.methods.{cfg.method}")
     result = method.run(cfg, skip_preflight=skip_preflight)
+    from tunesmith.engine.distributed import leave
+
+    leave()  # torchrun: leave the process group now that the method's DDP modules are freed
     summary = result_summary(result)
     final = summary.get("final")
     return Run(

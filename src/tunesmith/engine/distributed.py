@@ -138,6 +138,16 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def leave() -> None:
+    """Leave the process group after a run, once the method's modules are freed (``gc``), so
+    the DDP reducer no longer holds the group when it is destroyed."""
+    if dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()
+        dist.destroy_process_group()
+
+
 # ----------------------------------------------------------------------------- wrapping
 
 

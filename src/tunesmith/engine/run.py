@@ -56,7 +56,6 @@ from tunesmith.engine.distributed import (
     load_sharded,
     rank_device,
     save_sharded,
-    shutdown,
 )
 from tunesmith.engine.metrics_log import MetricsLog, read_metrics, rewrite_metrics
 from tunesmith.engine.optim import build_optimizer, build_scheduler, optimizer_step
@@ -460,11 +459,13 @@ class Run:
         return self.state
 
     def finish(self) -> None:
-        """Close the metrics log and leave the process group."""
+        """Close the metrics log and wait for every rank. The process group is left by
+        :func:`tunesmith.engine.distributed.leave` once the method has returned: destroying it
+        here, while the method's DDP module still holds it, can hang gloo's destructor when the
+        module is freed afterwards."""
         if self.log is not None:
             self.log.close()
         barrier(self.dist)
-        shutdown(self.dist)
 
 
 def _model_dir(cfg: BaseRunConfig) -> Path | None:
